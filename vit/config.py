@@ -146,9 +146,7 @@ VARIANTS: dict[str, Variant] = {
     ),
     # The seed's model: MAE fine-tuned ViT-B/16, mean pool + fc_norm, drop-path 0.1 in training.
     "vit_base_patch16_224": Variant(ViTConfig(drop_path_rate=0.1), _MAE),
-    "vit_large_patch16_224": Variant(
-        ViTConfig(embed_dim=1024, depth=24, num_heads=16, drop_path_rate=0.1), _MAE
-    ),
+    "vit_large_patch16_224": Variant(ViTConfig(embed_dim=1024, depth=24, num_heads=16, drop_path_rate=0.1), _MAE),
     "vit_huge_patch14_224": Variant(
         ViTConfig(patch_size=14, embed_dim=1280, depth=32, num_heads=16, drop_path_rate=0.1), _MAE
     ),

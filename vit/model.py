@@ -37,7 +37,7 @@ class VisionTransformer(nn.Cell):
             name="pos_embed",
         )
         # Stochastic depth rises linearly from 0 at the first block to drop_path_rate at the last.
-        rates = np.linspace(0.0, config.drop_path_rate, config.depth) if config.depth else []
+        rates: list[float] = np.linspace(0.0, config.drop_path_rate, config.depth).tolist()
         self.blocks = nn.CellList(
             [
                 Block(
