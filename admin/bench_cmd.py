@@ -1,9 +1,101 @@
-"""`vitserve` subcommands: bench (placeholder until its issue lands)."""
+"""``vitserve bench``: the engine benchmark (our engines beside the peers) and the end-to-end HTTP benchmark."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
+
+from admin.errors import CommandError
+
+EPILOG = """examples:
+  vitserve bench --quick                      tiny model, engine + HTTP, about two minutes
+  vitserve bench --full --out bench-results   ViT-B/16 (tens of minutes on 2 cores)
+  vitserve bench --only engine --engines onnxruntime torch --threads 2
+  vitserve bench --only engine --model digits-vit --store ./store     a store version's own weights
+  vitserve bench --only precision --model digits-vit    int8 vs fp32 top-1 agreement, recorded in the card
+
+Writes engine.json/.md/.png and http.json/.md/.png into --out and prints the tables, the device, the library
+versions and the thread count. Benchmarks only talk to 127.0.0.1.
+"""
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add this module's subcommands to the CLI."""
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``bench``."""
+    p = sub.add_parser(
+        "bench",
+        help="benchmark the engines and the HTTP service",
+        description="Measure images/s and latency: engines side by side with PyTorch, ONNX Runtime and OpenVINO "
+        "peers on the same weights, then a real `vitserve serve` over a concurrency sweep.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="tiny model, short runs (the default)")
+    size.add_argument("--full", action="store_true", help="ViT-B/16 at 224")
+    p.add_argument("--out", type=Path, default=Path("bench-results"), help="output directory (default bench-results)")
+    p.add_argument(
+        "--only",
+        choices=["engine", "http", "precision"],
+        help="run one benchmark; 'precision' measures int8 against fp32 for --model and records it in its card",
+    )
+    p.add_argument("--threads", type=int, help="threads per engine (default: the CPUs available)")
+    p.add_argument("--engines", nargs="*", default=[], help="engine benchmark: only runners whose label has these")
+    p.add_argument("--engine", default="auto", help="HTTP benchmark: the server's engine (default auto)")
+    p.add_argument("--model", help="engine benchmark: a store version instead of random weights")
+    p.add_argument("--store", type=Path, dest="store_root", help="store for --model (default VITSERVE_STORE_ROOT)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        from benchmarks.engine_bench import run_engine_bench
+        from benchmarks.http_bench import run_http_bench
+    except ImportError as err:
+        raise CommandError(f"the benchmarks need the optional engines and peers installed: {err}") from err
+    if args.engine not in ("auto", "mindspore", "onnxruntime", "openvino"):
+        raise CommandError(f"unknown engine {args.engine!r}; known: auto, mindspore, onnxruntime, openvino")
+    out: Path = args.out
+    if args.only == "precision":
+        return _precision(args)
+    if args.only in (None, "engine"):
+        payload = run_engine_bench(
+            out,
+            full=args.full,
+            threads=args.threads,
+            engines=args.engines,
+            store_root=args.store_root,
+            model=args.model,
+        )
+        print((out / "engine.md").read_text(encoding="utf-8"))
+        _print_environment(payload)
+    if args.only in (None, "http"):
+        payload = run_http_bench(out, full=args.full, engine=args.engine, threads=args.threads)
+        print((out / "http.md").read_text(encoding="utf-8"))
+        _print_environment(payload)
+    print(f"results in {out}/")
+    return 0
+
+
+def _precision(args: argparse.Namespace) -> int:
+    import json
+
+    from benchmarks.precision_bench import run_precision_bench
+    from model_store import ModelStore
+    from model_store.errors import StoreError
+
+    if not args.model:
+        raise CommandError("--only precision needs --model REF")
+    try:
+        results = run_precision_bench(ModelStore(args.store_root), args.model, threads=args.threads)
+    except StoreError as err:
+        raise CommandError(str(err)) from err
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def _print_environment(payload: dict[str, Any]) -> None:
+    env = payload["environment"]
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    print(f"device {env['device']} ({env['cpu']}, {env['cpus_available']} CPUs, {', '.join(env['cpu_flags'])}); ")
+    print(f"threads {env['threads']}; {versions}\n")

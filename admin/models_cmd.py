@@ -1,9 +1,234 @@
-"""`vitserve` subcommands: models (placeholder until its issue lands)."""
+"""`vitserve models list|show|promote|rollback|delete|gc`, plus the registration of `import`, `ckpt upload`
+and `predict` (their handlers live in ``admin.import_cmd`` and ``admin.predict_cmd``)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import textwrap
+from collections.abc import Sequence
+
+from admin import import_cmd, predict_cmd
+from admin.store_args import open_store, store_parent, user_errors
+from model_store import Card, ModelStore
+from model_store.reference import parse_reference
+
+EPILOG = """examples:
+  vitserve models list
+  vitserve models show vit-base              all versions and aliases of vit-base
+  vitserve models show vit-base:2            the card of version 2 (--json for all of it)
+  vitserve models promote vit-base 2 --alias production --dataset imagenet-val
+  vitserve models rollback vit-base          production back to the version it named before
+  vitserve models delete vit-base:1
+  vitserve models gc vit-base                remove unaliased versions except the latest
+"""
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add this module's subcommands to the CLI."""
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `models`, `import`, `ckpt` and `predict` to the CLI."""
+    parent = store_parent()
+    models = sub.add_parser(
+        "models",
+        help="list, inspect, promote, roll back and delete model versions in the store",
+        description="Manage the versions and aliases of the model store.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = models.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    p = _action(actions, parent, "list", "models with their versions and aliases")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_list)
+
+    p = _action(actions, parent, "show", "a model's versions, or one version's card")
+    p.add_argument("ref", metavar="NAME[:V|@ALIAS]")
+    p.add_argument("--json", action="store_true", help="print the whole card(s) as JSON")
+    p.set_defaults(func=cmd_show)
+
+    _add_alias_actions(actions, parent)
+    import_cmd.register(sub, parent)
+    predict_cmd.register(sub, parent)
+
+
+def _add_alias_actions(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser], parent: argparse.ArgumentParser
+) -> None:
+    """promote, rollback, delete and gc: the commands that change what a name resolves to."""
+    p = _action(
+        actions,
+        parent,
+        "promote",
+        "point an alias at a version (eval-gated for production)",
+        "Point NAME@ALIAS at VERSION. For 'production' the move is refused when the version's recorded top1 on "
+        "the validation set (--dataset, else every set both versions have) is below the current production "
+        "version's, unless --force.",
+    )
+    p.add_argument("name")
+    p.add_argument("version", type=int)
+    p.add_argument("--alias", default="production", help="alias to move (default: production)")
+    p.add_argument("--dataset", help="validation set whose recorded top1 gates the promotion")
+    p.add_argument("--force", action="store_true", help="promote even if the metric is lower")
+    p.set_defaults(func=cmd_promote)
+
+    p = _action(actions, parent, "rollback", "move an alias back to the version it named before")
+    p.add_argument("name")
+    p.add_argument("--alias", default="production", help="alias to roll back (default: production)")
+    p.set_defaults(func=cmd_rollback)
+
+    p = _action(actions, parent, "delete", "delete one version (refused while an alias points at it)")
+    p.add_argument("ref", metavar="NAME:V")
+    p.set_defaults(func=cmd_delete)
+
+    p = _action(
+        actions,
+        parent,
+        "gc",
+        "remove unaliased versions except the latest, and leftovers of interrupted publishes",
+        "Remove every version of NAME that no alias points at, except the latest, and the leftovers of "
+        "publishes and deletes that were killed. Aliased versions and the latest are always kept.",
+    )
+    p.add_argument("name")
+    p.set_defaults(func=cmd_gc)
+
+
+def _action(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser],
+    parent: argparse.ArgumentParser,
+    name: str,
+    summary: str,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    examples = [line for line in EPILOG.splitlines()[1:] if line.split()[2:3] == [name]]
+    return actions.add_parser(
+        name,
+        parents=[parent],
+        help=summary,
+        description=textwrap.fill(description or summary[0].upper() + summary[1:] + ".", 100),
+        epilog="examples:\n" + "\n".join(examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    with user_errors():
+        rows = [(name, store.versions(name), store.aliases(name)) for name in store.list_models()]
+    if args.json:
+        out = [{"name": n, "versions": [c.version for c in cs], "aliases": a} for n, cs, a in rows]
+        print(json.dumps(out, indent=2))
+        return 0
+    if not rows:
+        print(f"no models in {store.root}")
+        return 0
+    table: list[tuple[str, ...]] = [("NAME", "VERSIONS", "LATEST", "ALIASES", "DESCRIPTION")]
+    for name, cards, aliases in rows:
+        versions = ",".join(str(c.version) for c in cards)
+        alias_text = " ".join(f"{a}={v}" for a, v in sorted(aliases.items())) or "-"
+        table.append((name, versions, str(cards[-1].version), alias_text, cards[-1].description or "-"))
+    _print_table(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    with user_errors():
+        parsed = parse_reference(args.ref)
+        if parsed.version is None and parsed.alias is None:
+            return _show_model(store, parsed.name, args.json)
+        card = store.resolve(args.ref)
+    if args.json:
+        print(card.to_json(), end="")
+        return 0
+    _print_card(card, store.aliases(card.name))
+    return 0
+
+
+def _show_model(store: ModelStore, name: str, as_json: bool) -> int:
+    cards, aliases = store.versions(name), store.aliases(name)
+    if as_json:
+        print(json.dumps({"name": name, "aliases": aliases, "versions": [c.to_dict() for c in cards]}, indent=2))
+        return 0
+    by_version: dict[int, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(version, []).append(alias)
+    table: list[tuple[str, ...]] = [("VERSION", "CREATED", "ALIASES", "METRICS", "SOURCE")]
+    for card in cards:
+        table.append(
+            (
+                str(card.version),
+                card.created_at,
+                ",".join(sorted(by_version.get(card.version, []))) or "-",
+                _metrics_text(card) or "-",
+                str(card.lineage.get("format") or card.lineage.get("uploaded") or card.lineage.get("path") or "-"),
+            )
+        )
+    print(f"{name}  (resolves to {store.resolve(name).version})")
+    _print_table(table)
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    with user_errors():
+        card = store.set_alias(args.name, args.alias, args.version, force=args.force, dataset=args.dataset)
+    print(f"{card.name}@{args.alias} → {card.version}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    with user_errors():
+        card = store.rollback(args.name, args.alias)
+    print(f"{card.name}@{args.alias} → {card.version}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    with user_errors():
+        card = store.delete(args.ref)
+    print(f"deleted {card.ref}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    with user_errors():
+        removed = store.gc(args.name)
+    print("removed: " + (", ".join(removed) if removed else "nothing"))
+    return 0
+
+
+def _print_card(card: Card, aliases: dict[str, int]) -> None:
+    cfg = card.config
+    held = sorted(a for a, v in aliases.items() if v == card.version)
+    lines = [
+        ("model", card.ref),
+        ("aliases", ", ".join(held) or "-"),
+        ("created", card.created_at),
+        ("description", card.description or "-"),
+        ("architecture", f"{cfg.img_size}px patch {cfg.patch_size}, dim {cfg.embed_dim}, depth {cfg.depth}, "
+         f"{cfg.num_heads} heads, pool {cfg.global_pool}, {cfg.num_classes} classes"),
+        ("preprocess", f"resize {card.data.resize_size} → crop {card.data.img_size}, {card.data.interpolation}, "
+         f"mean {card.data.mean}, std {card.data.std}"),
+        ("labels", ", ".join(card.labels[:5]) + (", ..." if len(card.labels) > 5 else "")),
+        ("weights", f"{card.weights} sha256 {card.sha256}"),
+        ("lineage", json.dumps(card.lineage, sort_keys=True)),
+        ("metrics", _metrics_text(card) or "-"),
+    ]  # fmt: skip
+    width = max(len(key) for key, _ in lines)
+    for key, value in lines:
+        print(f"{key:<{width}}  {value}")
+
+
+def _metrics_text(card: Card) -> str:
+    return "; ".join(
+        f"{dataset}: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(values.items()))
+        for dataset, values in sorted(card.metrics.items())
+    )
+
+
+def _print_table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -1,9 +1,108 @@
-"""`vitserve` subcommands: serve (placeholder until its issue lands)."""
+"""``vitserve serve``: run the HTTP service under uvicorn. Flags override ``VITSERVE_*`` environment variables."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from admin.errors import CommandError
+
+log = logging.getLogger(__name__)
+
+EPILOG = """examples:
+  vitserve serve                                   the store's default model on 127.0.0.1:8000
+  vitserve serve --host 0.0.0.0 --port 8080 --store /models --model digits-vit@production
+  VITSERVE_ADMIN_TOKEN=... vitserve serve          also mount the /admin routes
+
+Every setting is also an environment variable VITSERVE_<NAME> (see service/settings.py), e.g.
+VITSERVE_MAX_BATCH_SIZE=16 VITSERVE_MAX_DELAY_MS=10 VITSERVE_QUEUE_SIZE=128 VITSERVE_DRAIN_TIMEOUT_S=30.
+SIGTERM: /readyz turns 503 at once, new requests get 503, in-flight work drains, exit 0.
+"""
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add this module's subcommands to the CLI."""
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``serve``."""
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP classification service",
+        description="Serve image classification over HTTP (FastAPI under uvicorn) from the model store.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--store", type=Path, dest="store_root", metavar="DIR", help="model store root (default ./store)")
+    p.add_argument("--model", dest="default_model", metavar="REF", help="model served at start (default digits-vit)")
+    p.add_argument("--device", dest="device_target", choices=["CPU", "GPU", "Ascend"], help="device (default CPU)")
+    p.add_argument("--engine", choices=["auto", "mindspore", "onnxruntime", "openvino"], help="inference backend")
+    p.add_argument("--max-batch-size", type=int, help="largest batch (compiled buckets 1, 2, 4, ... up to it)")
+    p.add_argument("--max-delay-ms", type=float, help="how long a batch waits to fill")
+    p.add_argument("--queue-size", type=int, help="waiting images per version before 503")
+    p.add_argument("--decode-workers", type=int, help="image decoding threads")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from service.app import create_app
+    from service.settings import SettingsError, load_settings
+
+    names = ["host", "port", "store_root", "default_model", "device_target", "engine", "max_batch_size"]
+    names += ["max_delay_ms", "queue_size", "decode_workers", "log_level"]
+    try:
+        settings = load_settings(**{name: getattr(args, name) for name in names})
+    except SettingsError as err:
+        raise CommandError(str(err)) from None
+    logging.getLogger().setLevel(settings.log_level)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
+        access_log=settings.log_level == "DEBUG",
+    )
+
+    def drain() -> None:
+        app.state.lifecycle.draining = True
+
+    server = DrainingServer(config, on_exit=drain)
+    server.run()
+    if not server.started:
+        raise CommandError(f"the service did not start: {app.state.lifecycle.startup_error or 'see the log above'}")
+    return 0
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, with readiness turned off the moment SIGTERM/SIGINT arrives and a clean exit after the
+    drain (uvicorn re-raises the signal after a graceful shutdown, which would end the process with 143)."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        log.info("signal %d: readiness off, draining in-flight work", sig)
+        self.on_exit()
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)

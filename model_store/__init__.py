@@ -1,1 +1,27 @@
-"""model_store package."""
+"""The model store: versioned checkpoints with cards, aliases, atomic publish and integrity checks.
+
+``from_pretrained`` and ``pipeline`` live in ``model_store.pretrained`` (they build MindSpore models).
+"""
+
+from model_store.card import Card
+from model_store.errors import (
+    AliasedVersion,
+    IntegrityError,
+    InvalidName,
+    ModelNotFound,
+    PromotionRefused,
+    StoreError,
+)
+from model_store.store import ModelStore, default_root
+
+__all__ = [
+    "AliasedVersion",
+    "Card",
+    "IntegrityError",
+    "InvalidName",
+    "ModelNotFound",
+    "ModelStore",
+    "PromotionRefused",
+    "StoreError",
+    "default_root",
+]

@@ -76,7 +76,8 @@ def load_state_dict(model: nn.Cell, state: StateDict) -> None:
 def save_checkpoint(state: StateDict, path: str | os.PathLike[str]) -> None:
     """Write a MindSpore ``.ckpt`` (written to a temporary name, then renamed: never half a file)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # MindSpore appends ".ckpt" to any file name that lacks it, so the temporary name must end in it.
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.ckpt")
     try:
         ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in state.items()], str(tmp))
         os.replace(tmp, path)

@@ -1,0 +1,65 @@
+"""`vitserve predict IMAGE... --model REF`: top-k labels for local images, as a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from admin.errors import CommandError
+from admin.store_args import open_store, user_errors
+
+EPILOG = """examples:
+  vitserve predict photo.jpg --model digits-vit
+  vitserve predict a.jpg b.png --model vit-base:2 --top-k 5 --json
+  vitserve predict photo.jpg --model ./converted      (a `vitserve convert --out` directory)
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "predict",
+        parents=[parent],
+        help="classify local images with a stored (or converted) model",
+        description=textwrap.fill(
+            "Classify IMAGE files with MODEL: a store reference (name, name:V, name@alias), a "
+            "`vitserve convert --out` directory, or a .ckpt with config.json beside it.",
+            100,
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("--model", required=True, metavar="REF", help="store reference or checkpoint path")
+    p.add_argument("--top-k", type=int, default=3, help="labels per image (default 3)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from model_store.pretrained import pipeline
+    from vit.preprocess import ImageError
+
+    if args.top_k < 1:
+        raise CommandError(f"--top-k must be >= 1, got {args.top_k}")
+    with user_errors():
+        pipe = pipeline("image_classification", model=args.model, store=open_store(args))
+    results: list[dict[str, Any]] = []
+    for image in args.images:  # one at a time, so that an error names its file
+        try:
+            predictions = pipe(image, top_k=args.top_k)[0]
+        except ImageError as err:
+            raise CommandError(f"{image}: {err}") from err
+        results.append({"image": str(image), "predictions": predictions})
+    model = {"name": pipe.card.name, "version": pipe.card.version}
+    if args.json:
+        print(json.dumps({"model": model, "results": results}, indent=2))
+        return 0
+    print(f"model {pipe.card.ref}")
+    for result in results:
+        print(result["image"])
+        for rank, p in enumerate(result["predictions"], 1):
+            print(f"  {rank}. {p['score']:.4f}  {p['label']} ({p['index']})")
+    return 0

@@ -1,0 +1,95 @@
+"""Accuracy of the reduced-precision engine for one store version, on real images, recorded in its card.
+
+    python -m benchmarks.precision_bench --model digits-vit --store ./store
+
+Always: top-1 agreement with fp32 on scikit-image's photographs (no labels needed). When the version
+classifies the ten digits (labels "0".."9", the embedded default model): also scikit-learn's digits, every
+fifth image (the held-out fifth), with the change in top-1 accuracy. Each goes into the card's metrics as
+``"<dataset>@int8"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_store.card import Card
+from model_store.store import ModelStore
+
+logger = logging.getLogger(__name__)
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat", "immunohistochemistry", "hubble_deep_field")
+
+
+def photos() -> list[np.ndarray]:
+    import skimage.data
+
+    return [getattr(skimage.data, name)() for name in PHOTOS]
+
+
+def digits_validation() -> tuple[list[np.ndarray], np.ndarray]:
+    """scikit-learn's digits, every fifth image, as 8×8 uint8 pictures with their labels."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    keep = np.arange(len(bunch.target)) % 5 == 0
+    images = [(image * 255 / 16).astype(np.uint8) for image in bunch.images[keep]]
+    return images, bunch.target[keep].astype(np.int64)
+
+
+def is_digits_model(card: Card) -> bool:
+    return [str(label) for label in card.labels] == [str(i) for i in range(10)]
+
+
+def run_precision_bench(
+    store: ModelStore, ref: str, *, precision: str = "int8", threads: int | None = None, record: bool = True
+) -> dict[str, dict[str, float]]:
+    """Measure (and record in the card) ``precision`` against fp32 on the photos and, for a digits model, digits."""
+    from service.precision_check import measure_precision
+
+    card = store.resolve(ref)
+    results = {
+        "skimage-photos": measure_precision(
+            store, card, photos(), dataset="skimage-photos", precision=precision, threads=threads, record=record
+        )
+    }
+    if is_digits_model(card):
+        images, labels = digits_validation()
+        results["digits-val"] = measure_precision(
+            store,
+            card,
+            images,
+            labels=labels,
+            dataset="digits-val",
+            precision=precision,
+            threads=threads,
+            record=record,
+        )
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.precision_bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="store reference (name, name:V, name@alias)")
+    parser.add_argument("--store", type=Path, default=None, help="store root (default VITSERVE_STORE_ROOT or ./store)")
+    parser.add_argument("--precision", default="int8", choices=["int8"])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-record", action="store_true", help="measure only; leave the card as it is")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    results: dict[str, Any] = run_precision_bench(
+        ModelStore(args.store), args.model, precision=args.precision, threads=args.threads, record=not args.no_record
+    )
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""The store's errors. Every message names the model (and version) it is about."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base of every model-store error."""
+
+
+class InvalidName(StoreError, ValueError):
+    """A model name, alias or reference that the store cannot accept (e.g. path traversal)."""
+
+
+class ModelNotFound(StoreError, LookupError):
+    """An unknown model name, version or alias; the message lists what the store does have."""
+
+
+class IntegrityError(StoreError):
+    """A stored version is damaged: sha256 mismatch, a missing file, or weights that do not fit its card."""
+
+
+class PromotionRefused(StoreError):
+    """Eval-gated promotion refused: the candidate's metric is below the current production version's."""
+
+    def __init__(self, message: str, *, candidate: float | None, current: float | None) -> None:
+        super().__init__(message)
+        self.candidate = candidate
+        self.current = current
+
+
+class AliasedVersion(StoreError):
+    """A version cannot be deleted while an alias points at it."""

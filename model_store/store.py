@@ -1,0 +1,374 @@
+"""``ModelStore``: versioned checkpoints with cards and aliases in a local directory.
+
+Layout (the store is the one place that knows it)::
+
+    <root>/<name>/<version>/model.ckpt      weights (MindSpore .ckpt)
+    <root>/<name>/<version>/card.json       the Card (config, data, labels, sha256, lineage, metrics, ...)
+    <root>/<name>/aliases.json              alias → version, and each alias's history (for rollback)
+    <root>/<name>/.lock                     flock serialising version claims, alias and card updates
+    <root>/<name>/.last_version             highest version number ever claimed (numbers are never reused)
+    <root>/<name>/.staging-<id>/ (+ .lock)  a publish in progress; invisible to readers, removed by gc
+    <root>/<name>/.trash-<v>-<id>/          a delete in progress; invisible, removed by gc
+
+Publishing writes and verifies a complete version in a staging directory and then claims the next number
+with one ``os.rename`` of the directory, so a reader sees a whole version or none, whenever the writer dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_store.aliases import AliasTable, read_aliases, write_aliases
+from model_store.card import CARD_FILE, WEIGHTS_FILE, Card, fsync_dir, read_card, write_json_atomic
+from model_store.errors import AliasedVersion, IntegrityError, InvalidName, ModelNotFound, StoreError
+from model_store.leftovers import remove_leftovers
+from model_store.locking import exclusive_lock, hold_lock
+from model_store.promotion import GATED_ALIAS, check_promotion
+from model_store.reference import parse_reference, validate_name
+from model_store.staging import PAUSE_ENV, pause, write_verified
+from model_store.weights import StateDict, check_weights, read_weights, sha256_file
+from vit.config import DataConfig, ViTConfig
+
+log = logging.getLogger(__name__)
+
+ROOT_ENV = "VITSERVE_STORE_ROOT"
+DEFAULT_ROOT = "./store"
+_COUNTER_FILE = ".last_version"
+
+
+def default_root() -> Path:
+    """The store root from ``VITSERVE_STORE_ROOT``, else ``./store``."""
+    return Path(os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
+
+
+class ModelStore:
+    """A model store rooted at a local directory (created on first publish). Safe across processes."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+
+    def __repr__(self) -> str:
+        return f"ModelStore({str(self.root)!r})"
+
+    # ----- reading -----------------------------------------------------------------------------------------
+
+    def list_models(self) -> list[str]:
+        """Names that have at least one published version, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and _is_valid_name(p.name) and self._numbers(p.name)
+        )
+
+    def versions(self, name: str) -> list[Card]:
+        """Every published version of ``name``, oldest first; ``ModelNotFound`` if there is none."""
+        return [self.card(name, v) for v in self._require_numbers(name)]
+
+    def aliases(self, name: str) -> dict[str, int]:
+        validate_name(name)
+        return dict(read_aliases(self.root / name).aliases)
+
+    def card(self, name: str, version: int) -> Card:
+        """The card of ``name:version`` (``ModelNotFound`` if absent, ``IntegrityError`` if unreadable)."""
+        path = self.root / validate_name(name) / str(int(version)) / CARD_FILE
+        if not path.is_file():
+            have = ", ".join(str(v) for v in self._numbers(name)) or "none"
+            raise ModelNotFound(f"{name}:{version} not found; versions of {name!r}: {have}")
+        try:
+            card = read_card(path)
+        except ValueError as err:
+            raise IntegrityError(f"{name}:{version}: {err}") from err
+        if card.name != name or card.version != int(version):
+            raise IntegrityError(f"{name}:{version}: its card says {card.ref}")
+        return card
+
+    def resolve(self, ref: str) -> Card:
+        """``name`` → the production alias, else the latest version; ``name:7``; ``name@alias``."""
+        parsed = parse_reference(ref)
+        numbers = self._require_numbers(parsed.name)
+        if parsed.version is not None:
+            return self.card(parsed.name, parsed.version)
+        table = read_aliases(self.root / parsed.name)
+        if parsed.alias is not None:
+            if parsed.alias not in table.aliases:
+                have = ", ".join(f"{a}→{v}" for a, v in sorted(table.aliases.items())) or "none"
+                raise ModelNotFound(f"{ref}: no alias {parsed.alias!r} on {parsed.name!r}; aliases: {have}")
+            return self.card(parsed.name, table.aliases[parsed.alias])
+        return self.card(parsed.name, table.aliases.get(GATED_ALIAS, numbers[-1]))
+
+    def load(self, ref: str) -> tuple[StateDict, Card]:
+        """Weights and card of ``ref``, verified: sha256 of the file, then every key and shape vs the card."""
+        card = self.verify(ref)
+        path = self.version_dir(card) / card.weights
+        try:
+            state = read_weights(path)
+            check_weights(state, card.config)
+        except (OSError, ValueError) as err:
+            raise IntegrityError(f"{card.ref}: weights do not match the card: {err}") from err
+        return state, card
+
+    def verify(self, ref: str) -> Card:
+        """Check ``ref``'s weights file against its card's sha256 (no MindSpore needed); return the card."""
+        card = self.resolve(ref)
+        path = self.version_dir(card) / card.weights
+        if not path.is_file():
+            raise IntegrityError(f"{card.ref}: weights file {card.weights} is missing from {path.parent}")
+        actual = sha256_file(path)
+        if actual != card.sha256:
+            raise IntegrityError(f"{card.ref}: sha256 mismatch for {card.weights} (card {card.sha256}, file {actual})")
+        return card
+
+    def version_dir(self, card: Card) -> Path:
+        """The directory holding ``card``'s version (caches may live next to it, in their own sub-folder)."""
+        return self.root / card.name / str(card.version)
+
+    # ----- publishing --------------------------------------------------------------------------------------
+
+    def publish(
+        self,
+        name: str,
+        state: Mapping[str, np.ndarray],
+        config: ViTConfig,
+        data: DataConfig,
+        labels: Sequence[str],
+        *,
+        lineage: dict[str, Any],
+        metrics: dict[str, dict[str, float]] | None = None,
+        description: str = "",
+        aliases: Sequence[str] = (),
+    ) -> Card:
+        """Add ``state`` as the next version of ``name`` and return its card.
+
+        Atomic: the version appears whole or not at all, whenever the process dies. Concurrent publishers get
+        distinct numbers. ``aliases`` are pointed at the new version in the same step (``production`` is
+        eval-gated as in ``set_alias``; a refusal publishes nothing).
+        """
+        weights = _checked_weights(name, state, config, labels, aliases)
+        card = Card(
+            name=name,
+            version=0,  # the real number is claimed under the lock
+            config=config,
+            data=data,
+            labels=[str(label) for label in labels],
+            weights=WEIGHTS_FILE,
+            lineage=dict(lineage),
+            metrics={k: {m: float(x) for m, x in v.items()} for k, v in (metrics or {}).items()},
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            description=description,
+        )
+        model_dir = self.root / name
+        model_dir.mkdir(parents=True, exist_ok=True)
+        staging = model_dir / f".staging-{uuid.uuid4().hex}"
+        # Held until the version is claimed: gc removes a staging dir only when it can take this lock.
+        owner = hold_lock(staging.with_name(staging.name + ".lock"))
+        try:
+            staging.mkdir()
+            pause("staging")
+            card = card.replace(sha256=write_verified(weights, config, staging / WEIGHTS_FILE))
+            pause("verified")
+            with self._locked(name):
+                card = self._claim(staging, card, aliases)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+            staging.with_name(staging.name + ".lock").unlink(missing_ok=True)
+            os.close(owner)
+        log.info("published %s (sha256 %s)", card.ref, card.sha256[:12])
+        return card
+
+    def _claim(self, staging: Path, card: Card, aliases: Sequence[str]) -> Card:
+        """Under the model lock: gate the aliases, write the card, rename staging → the next free number."""
+        model_dir = staging.parent
+        table = read_aliases(model_dir)
+        version = max([*self._numbers(card.name), _read_counter(model_dir)], default=0) + 1
+        if GATED_ALIAS in aliases:
+            check_promotion(card.replace(version=version), self._alias_card(card.name, table), None)
+        while True:
+            card = card.replace(version=version)
+            write_json_atomic(staging / CARD_FILE, card.to_json())
+            pause("card")
+            try:
+                os.rename(staging, model_dir / str(version))
+                break
+            except OSError:  # taken (a writer on a filesystem where flock is not shared): try the next one
+                if not (model_dir / str(version)).exists():
+                    raise
+                version += 1
+        fsync_dir(model_dir)
+        write_json_atomic(model_dir / _COUNTER_FILE, f"{version}\n")
+        pause("claimed")
+        if aliases:
+            for alias in aliases:
+                table.point(alias, version)
+            write_aliases(model_dir, table)
+        return card
+
+    # ----- aliases and metrics -----------------------------------------------------------------------------
+
+    def set_alias(
+        self, name: str, alias: str, version: int, *, force: bool = False, dataset: str | None = None
+    ) -> Card:
+        """Point ``name@alias`` at ``version``. For ``production`` the move is eval-gated (see
+        ``model_store.promotion.check_promotion``; ``dataset`` names the validation set) unless ``force``."""
+        validate_name(alias, "alias")
+        candidate = self.card(name, version)
+        with self._locked(name):
+            table = read_aliases(self.root / name)
+            if alias == GATED_ALIAS and not force:
+                check_promotion(candidate, self._alias_card(name, table), dataset)
+            table.point(alias, candidate.version)
+            write_aliases(self.root / name, table)
+        log.info("%s@%s → %d", name, alias, candidate.version)
+        return candidate
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        with self._locked(name):
+            table = read_aliases(self.root / name)
+            if alias not in table.aliases:
+                raise ModelNotFound(f"{name}: no alias {alias!r}")
+            del table.aliases[alias]
+            write_aliases(self.root / name, table)
+
+    def rollback(self, name: str, alias: str = GATED_ALIAS) -> Card:
+        """Point ``alias`` back at the version it named before its last move (not gated: a recovery action)."""
+        validate_name(alias, "alias")
+        self._require_numbers(name)
+        with self._locked(name):
+            table = read_aliases(self.root / name)
+            current = table.aliases.get(alias)
+            history = table.history.get(alias, [])
+            existing = set(self._numbers(name))
+            while history and (history[-1] not in existing or history[-1] == current):
+                history.pop()  # skip versions deleted since
+            if not history:
+                raise StoreError(f"{name}@{alias}: no earlier version to roll back to (now {current})")
+            table.aliases[alias] = history.pop()
+            write_aliases(self.root / name, table)
+            target = table.aliases[alias]
+        log.info("%s@%s rolled back %s → %d", name, alias, current, target)
+        return self.card(name, target)
+
+    def record_metrics(self, ref: str, dataset: str, metrics: Mapping[str, float]) -> Card:
+        """Store ``metrics`` (e.g. ``{"top1": 0.91, "top5": 0.99}``) under ``dataset`` in the card of ``ref``."""
+        if not dataset:
+            raise ValueError("record_metrics needs a dataset name")
+        card = self.resolve(ref)
+        with self._locked(card.name):
+            card = self.card(card.name, card.version)  # re-read under the lock: never lose a concurrent update
+            values = {k: float(v) for k, v in metrics.items()}
+            card = card.replace(metrics={**card.metrics, dataset: values})
+            write_json_atomic(self.version_dir(card) / CARD_FILE, card.to_json())
+        return card
+
+    # ----- removal -----------------------------------------------------------------------------------------
+
+    def delete(self, ref: str) -> Card:
+        """Delete one version, named explicitly (``name:V``). Refused while an alias points at it."""
+        parsed = parse_reference(ref)
+        if parsed.version is None:
+            raise InvalidName(f"delete needs an explicit version (name:V), got {ref!r}")
+        card = self.card(parsed.name, parsed.version)
+        with self._locked(card.name):
+            table = read_aliases(self.root / card.name)
+            holders = sorted(a for a, v in table.aliases.items() if v == card.version)
+            if holders:
+                raise AliasedVersion(f"{card.ref} is aliased as {', '.join(holders)}: move the alias first")
+            self._remove_version(card.name, card.version)
+        log.info("deleted %s", card.ref)
+        return card
+
+    def gc(self, name: str) -> list[str]:
+        """Remove every unaliased version except the latest, and leftovers of killed publishes and deletes.
+
+        Returns what was removed (``name:V`` for versions, the directory name for leftovers). A staging
+        directory is removed only when its publisher is gone (its lock can be taken).
+        """
+        numbers = self._require_numbers(name)
+        removed: list[str] = []
+        with self._locked(name):
+            keep = read_aliases(self.root / name).aliased_versions() | {numbers[-1]}
+            for version in numbers:
+                if version not in keep:
+                    self._remove_version(name, version)
+                    removed.append(f"{name}:{version}")
+            removed += remove_leftovers(self.root / name)
+        return removed
+
+    def _remove_version(self, name: str, version: int) -> None:
+        """Under the lock: make ``version`` invisible with one rename, then delete its files."""
+        model_dir = self.root / name
+        # The counter keeps the number from being reused even if this was the latest version.
+        write_json_atomic(model_dir / _COUNTER_FILE, f"{max(version, _read_counter(model_dir))}\n")
+        trash = model_dir / f".trash-{version}-{uuid.uuid4().hex}"
+        os.rename(model_dir / str(version), trash)
+        fsync_dir(model_dir)
+        shutil.rmtree(trash)
+
+    # ----- internals ---------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        with exclusive_lock(self.root / name / ".lock"):
+            yield
+
+    def _numbers(self, name: str) -> list[int]:
+        model_dir = self.root / name
+        if not model_dir.is_dir():
+            return []
+        return sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and (p / CARD_FILE).is_file())
+
+    def _require_numbers(self, name: str) -> list[int]:
+        numbers = self._numbers(validate_name(name))
+        if not numbers:
+            have = ", ".join(self.list_models()) or "none"
+            raise ModelNotFound(f"model {name!r} not found in {self.root}; models: {have}")
+        return numbers
+
+    def _alias_card(self, name: str, table: AliasTable) -> Card | None:
+        version = table.aliases.get(GATED_ALIAS)
+        return None if version is None else self.card(name, version)
+
+
+def _checked_weights(
+    name: str, state: Mapping[str, np.ndarray], config: ViTConfig, labels: Sequence[str], aliases: Sequence[str]
+) -> StateDict:
+    """Refuse a publish before anything is written: bad names, labels that do not fit, mis-shaped weights."""
+    validate_name(name)
+    for alias in aliases:
+        validate_name(alias, "alias")
+    if config.num_classes and len(labels) != config.num_classes:
+        raise ValueError(f"{name}: {len(labels)} labels for a head of {config.num_classes} classes")
+    weights = {k: np.asarray(v) for k, v in state.items()}
+    try:
+        check_weights(weights, config)
+    except ValueError as err:
+        raise IntegrityError(f"cannot publish {name}: {err}") from err
+    return weights
+
+
+def _read_counter(model_dir: Path) -> int:
+    try:
+        return int((model_dir / _COUNTER_FILE).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def _is_valid_name(name: str) -> bool:
+    try:
+        validate_name(name)
+    except InvalidName:
+        return False
+    return True
+
+
+__all__ = ["DEFAULT_ROOT", "PAUSE_ENV", "ROOT_ENV", "ModelStore", "default_root"]

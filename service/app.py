@@ -1,0 +1,155 @@
+"""``create_app(settings)``: the FastAPI application, its resources on ``app.state``, its lifespan.
+
+Start-up (the lifespan, the one place that sets MindSpore's global context): GRAPH_MODE on the configured
+device, the compile cache for the start-up model, then the default model is loaded, warmed for every batch
+size and swapped in; only then does ``/readyz`` say ready. A default model that cannot be loaded stops the
+start-up with its reason. Shutdown: readiness false, every version's queue drained within ``drain_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from fastapi import FastAPI
+
+from model_store import Card, ModelStore
+from service import admin_api, api
+from service.classify import Classifier
+from service.decode_pool import DecodePool
+from service.engine import build_engine
+from service.errors import install_error_handlers
+from service.fetch import Resolver, UrlFetcher, UrlPolicy, system_resolver
+from service.metrics import Metrics
+from service.middleware import BodyLimitMiddleware, ServingMiddleware
+from service.settings import Settings
+from service.versions import EngineFactory, VersionRegistry
+from vit.decode import DecodeLimits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Lifecycle:
+    draining: bool = False  # set at SIGTERM (``vitserve serve``) or when the lifespan ends
+    startup_error: str | None = None
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine_factory: EngineFactory | None = None,
+    resolver: Resolver = system_resolver,
+    url_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """The service. ``engine_factory(card, store, settings) -> Engine`` replaces the MindSpore engine (and the
+    MindSpore context set-up) in tests; ``resolver``/``url_transport`` replace DNS and the URL client's I/O."""
+    metrics = Metrics()
+    lifecycle = Lifecycle()
+    store = ModelStore(settings.store_root)
+    factory = engine_factory or (lambda card, store, s: build_engine(s.engine, card, store, s))
+    device = ThreadPoolExecutor(max_workers=1, thread_name_prefix="device")
+    registry = VersionRegistry(store, settings, factory, metrics, device)
+    pool = DecodePool(settings.decode_workers, DecodeLimits(settings.max_body_bytes, settings.max_image_pixels))
+    policy = UrlPolicy(
+        max_bytes=settings.max_body_bytes,
+        allow_hosts=settings.url_allow_hosts,
+        allow_loopback=settings.url_allow_loopback,
+        connect_timeout_s=settings.url_connect_timeout_s,
+        timeout_s=settings.url_timeout_s,
+        max_redirects=settings.url_max_redirects,
+    )
+    fetcher = UrlFetcher(policy, resolver=resolver, transport=url_transport)
+    classifier = Classifier(
+        registry,
+        pool,
+        fetcher,
+        metrics,
+        max_top_k=settings.max_top_k,
+        request_timeout_s=settings.request_timeout_s,
+        max_in_flight=settings.max_in_flight,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await _start(registry, settings, real_engine=engine_factory is None)
+        except Exception as err:
+            lifecycle.startup_error = str(err)
+            log.error("start-up failed: %s", err)
+            pool.close()
+            device.shutdown(wait=False)
+            raise
+        try:
+            yield
+        finally:
+            lifecycle.draining = True
+            log.info("draining: waiting up to %.0f s for in-flight work", settings.drain_timeout_s)
+            await registry.close()
+            pool.close()
+            device.shutdown(wait=False)
+            log.info("drained")
+
+    app = FastAPI(
+        title="vitserve",
+        summary="Vision Transformer image classification",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.metrics = metrics
+    app.state.registry = registry
+    app.state.classifier = classifier
+    app.state.lifecycle = lifecycle
+    install_error_handlers(app)
+    app.include_router(api.router)
+    if settings.admin_token:
+        app.include_router(admin_api.router)
+
+    def body_limit(path: str) -> int:
+        return settings.max_upload_bytes if path.startswith("/admin/") else settings.max_body_bytes
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    app.add_middleware(ServingMiddleware, metrics=metrics, is_draining=lambda: lifecycle.draining)
+    return app
+
+
+async def _start(registry: VersionRegistry, settings: Settings, *, real_engine: bool) -> None:
+    """Load, warm and serve the default model (with MindSpore's context and compile cache for a real engine)."""
+    import asyncio
+
+    card = await asyncio.to_thread(registry.store.resolve, settings.default_model)
+    if real_engine:
+        configure_mindspore(settings, card)
+    try:
+        await registry.load(card.ref, serve=True)
+    finally:
+        # Cache only the start-up graphs: MindSpore keys its cache by compile order within a process, so a
+        # version loaded later in another order must not read (or write) the start-up model's entries.
+        os.environ.pop("MS_COMPILER_CACHE_ENABLE", None)
+
+
+def configure_mindspore(settings: Settings, card: Card) -> None:
+    """GRAPH_MODE on the device, and a compile cache keyed by what the compiled graphs depend on."""
+    import mindspore as ms
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        ms.set_device(settings.device_target)
+    except RuntimeError as err:  # already set in this process (a second app in tests): keep it
+        log.debug("set_device: %s", err)
+    sizes = "-".join(map(str, settings.batch_sizes))
+    key = f"{card.name}-{card.version}-{card.sha256[:16]}-{settings.device_target}-b{sizes}-ms{ms.__version__}"
+    path = settings.cache_dir / key
+    path.mkdir(parents=True, exist_ok=True)
+    # The environment variables are MindSpore 2.10's interface (set_context's cache options are deprecated);
+    # the path is read once per process, at the first compilation.
+    os.environ["MS_COMPILER_CACHE_ENABLE"] = "1"
+    os.environ["MS_COMPILER_CACHE_PATH"] = str(path)
+    log.info("MindSpore: GRAPH_MODE on %s, compile cache %s", settings.device_target, path)

@@ -1,0 +1,140 @@
+"""Request and response bodies of the HTTP API (they are also its OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ImageRef(BaseModel):
+    """One image by URL or as base64 (exactly one of the two)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(None, max_length=4096, description="http(s) URL, fetched under the URL policy")
+    image_base64: str | None = Field(None, description="the encoded image file, base64 (standard or data: URL)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ImageRef:
+        if (self.url is None) == (self.image_base64 is None):
+            raise ValueError("give exactly one of url or image_base64")
+        return self
+
+
+class ClassifyJSON(BaseModel):
+    """JSON form of ``POST /classify``: one image (``url`` or ``image_base64``) or ``images``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(None, max_length=4096)
+    image_base64: str | None = None
+    images: list[ImageRef] | None = None
+    top_k: int | None = Field(None, ge=1, description="labels per image (default 5, at most the class count)")
+    model: str | None = Field(None, description="name, name:version or name@alias (default: the served default)")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ClassifyJSON:
+        given = sum(x is not None for x in (self.url, self.image_base64, self.images))
+        if given != 1:
+            raise ValueError("give exactly one of url, image_base64 or images")
+        return self
+
+    def refs(self) -> list[ImageRef]:
+        if self.images is not None:
+            return self.images
+        return [ImageRef(url=self.url, image_base64=self.image_base64)]
+
+
+class Prediction(BaseModel):
+    label: str
+    index: int
+    score: float = Field(description="softmax probability")
+
+
+class Timings(BaseModel):
+    """Milliseconds per stage for one image (fetch only for URL inputs)."""
+
+    fetch_ms: float | None = None
+    decode_ms: float
+    queue_ms: float
+    infer_ms: float
+    batch_size: int = Field(description="images in the model call this image was part of")
+
+
+class Result(BaseModel):
+    predictions: list[Prediction]
+    timings: Timings
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: int
+
+
+class ClassifyResponse(BaseModel):
+    model: ModelRef
+    results: list[Result] = Field(description="one per input image, in input order")
+    total_ms: float
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class VersionInfo(BaseModel):
+    version: int
+    aliases: list[str]
+    loaded: bool
+    serving: bool
+    ready: bool
+    load_error: str | None = None
+    metrics: dict[str, dict[str, float]]
+    created_at: str
+    description: str
+    num_classes: int
+    img_size: int
+
+
+class ModelInfo(BaseModel):
+    name: str
+    serving_version: int | None
+    aliases: dict[str, int]
+    versions: list[VersionInfo]
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class AliasRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1)
+    force: bool = False  # skip the eval gate of "production"
+    dataset: str | None = None  # the validation set the gate compares on
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    alias: str = "production"
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in {
+        400: "undecodable image, bad base64, URL refused or unreachable",
+        404: "unknown or not loaded model/version",
+        413: "too many bytes or pixels",
+        415: "unsupported image or request type",
+        422: "invalid fields",
+        503: "queue full, not ready or shutting down (Retry-After)",
+        504: "the request's deadline passed",
+    }.items()
+}

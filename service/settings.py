@@ -1,0 +1,122 @@
+"""The service's settings: ``VITSERVE_*`` environment variables (CLI flags override them), validated at start-up.
+
+Every field is documented here once; ``vitserve serve --help`` and the deploy manifests point at these names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DeviceTarget = Literal["CPU", "GPU", "Ascend"]
+EngineKind = Literal["auto", "mindspore", "onnxruntime", "openvino"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class SettingsError(ValueError):
+    """Invalid settings, with every bad field named by its environment variable."""
+
+
+class Settings(BaseSettings):
+    """Service configuration. Environment: ``VITSERVE_<FIELD>`` (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix="VITSERVE_", frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"  # bind address; 0.0.0.0 inside a container
+    port: int = Field(8000, ge=0, le=65535)  # 0 picks a free port (tests)
+    store_root: Path = Path("store")  # the model store's directory
+    default_model: str = "digits-vit"  # reference loaded and served at start-up (name, name:V, name@alias)
+    device_target: DeviceTarget = "CPU"
+    engine: EngineKind = "auto"  # auto: MindSpore for now (the CPU backends register themselves here later)
+    max_batch_size: int = Field(8, ge=1, le=256)  # the largest compiled batch; buckets are powers of two up to it
+    max_delay_ms: float = Field(5.0, ge=0, le=1000)  # how long the first request of a batch waits for company
+    # Images waiting per loaded version, and (plus max_batch_size) images admitted at once; beyond → 503.
+    queue_size: int = Field(64, ge=1)
+    request_timeout_s: float = Field(10.0, gt=0)  # deadline of one request from arrival; past it → 504
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)  # request body cap (classify); also the per-image cap
+    max_upload_bytes: int = Field(2 * 1024**3, ge=1024)  # admin checkpoint upload body cap
+    max_image_pixels: int = Field(40_000_000, ge=1)  # width × height from the header, checked before decoding
+    max_images: int = Field(32, ge=1)  # images per classify request
+    max_top_k: int = Field(100, ge=1)  # top_k is also bounded by the model's class count
+    decode_workers: int = Field(2, ge=1, le=64)  # threads decoding and transforming images
+    admin_token: str | None = None  # bearer token for /admin; unset → the admin routes do not exist (404)
+    # Hosts that URL inputs may name (exact names or IP literals); empty → any host whose addresses pass the check.
+    url_allow_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    url_allow_loopback: bool = False  # let URL inputs reach 127.0.0.0/8 and ::1: tests only, never in production
+    url_connect_timeout_s: float = Field(3.0, gt=0)
+    url_timeout_s: float = Field(10.0, gt=0)  # whole fetch including redirects
+    url_max_redirects: int = Field(3, ge=0, le=10)
+    drain_timeout_s: float = Field(20.0, ge=0)  # SIGTERM: how long in-flight work may take to finish
+    compile_cache_dir: Path | None = None  # MindSpore compile cache for the start-up model; unset → store/.cache
+    warmup: bool = True  # compile every bucket before reporting ready
+    log_level: LogLevel = "INFO"
+
+    @field_validator("url_allow_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(h.strip().lower().strip("[]") for h in value.split(",") if h.strip())
+        return value
+
+    @field_validator("log_level", "device_target", mode="before")
+    @classmethod
+    def _canonical_case(cls, value: object) -> object:
+        if isinstance(value, str) and value.lower() == "ascend":
+            return "Ascend"
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token_strength(cls, value: str | None) -> str | None:
+        if value is not None and value != "" and len(value) < 16:
+            raise ValueError("must be at least 16 characters (or unset to disable the admin routes)")
+        return value or None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.url_timeout_s < self.url_connect_timeout_s:
+            raise ValueError("url_timeout_s must be >= url_connect_timeout_s")
+        if self.max_images > self.max_in_flight:
+            raise ValueError(
+                f"max_images ({self.max_images}) must be <= queue_size + max_batch_size ({self.max_in_flight}): "
+                "a bigger request could never be admitted"
+            )
+        return self
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """Compiled bucket sizes: powers of two below ``max_batch_size``, then ``max_batch_size`` itself."""
+        sizes = [1 << i for i in range(self.max_batch_size.bit_length()) if (1 << i) < self.max_batch_size]
+        return (*sizes, self.max_batch_size)
+
+    @property
+    def max_in_flight(self) -> int:
+        """Images admitted at once (decoding, queued or running): the queue plus one running batch."""
+        return self.queue_size + self.max_batch_size
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.compile_cache_dir or self.store_root / ".cache" / "compile"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with ``overrides`` (CLI flags; ``None`` values ignored) on top.
+
+    Raises ``SettingsError`` naming each bad variable, its value and why.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as err:
+        problems = []
+        for item in err.errors():
+            field = ".".join(str(p) for p in item["loc"])
+            if not field:  # a rule across fields: its message names them
+                problems.append(str(item["msg"]).removeprefix("Value error, "))
+                continue
+            shown = "<hidden>" if field == "admin_token" else repr(item.get("input"))
+            problems.append(f"VITSERVE_{field.upper()}={shown}: {item['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

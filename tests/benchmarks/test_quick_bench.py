@@ -1,0 +1,48 @@
+"""The quick engine benchmark runs end to end and writes well-formed JSON, Markdown and PNG (no timings judged)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPECTED_RUNNERS = {
+    "mindspore[mindspore] fp32",
+    "onnxruntime[mindspore-export] fp32",
+    "onnxruntime[mindspore-export] int8",
+    "openvino[mindspore-export] fp32",
+    "torch[torch] fp32",
+    "onnxruntime[torch-export] fp32",
+    "openvino[torch-export] fp32",
+}
+
+
+@pytest.mark.slow
+def test_quick_engine_bench_writes_json_markdown_and_png(tmp_path: Path) -> None:
+    # A subprocess: the benchmark sets MindSpore's global context and thread pools, as an entry point does.
+    command = [sys.executable, "-m", "benchmarks.engine_bench", "--quick", "--out", str(tmp_path)]
+    command += ["--batch-sizes", "1", "2", "--iters", "1", "--threads", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    payload = json.loads((tmp_path / "engine.json").read_text())
+    measured = [r for r in payload["results"] if "images_per_s" in r]
+    assert {r["label"] for r in measured} >= EXPECTED_RUNNERS
+    for row in measured:
+        assert row["batch"] in (1, 2) and row["iters"] == 1 and row["images_per_s"] > 0
+        assert row["p50_ms"] <= row["p99_ms"] and row["share_of_ceiling"] > 0
+        if row["role"] != "reference":  # every engine computes MindSpore's function
+            assert row["max_abs_diff_vs_mindspore"] < (0.05 if row["dtype"] == "int8" else 1e-4)
+    skipped = [r for r in payload["results"] if "batch" not in r]
+    assert all(r.get("skipped") for r in skipped), skipped  # only "not meaningful here", never an error
+    env = payload["environment"]
+    assert env["threads"] == 1 and env["versions"]["mindspore"] and env["versions"]["onnxruntime"]
+    assert payload["ceiling"]["gemm_fp32_gflops"] > 0 and payload["ceiling"]["gflop_per_image"] > 0
+    assert set(payload["summary"]["ratios"]) >= {"ours_fp32_vs_best_fp32_peer", "ours_fp32_vs_fp32_gemm_ceiling"}
+
+    table = (tmp_path / "engine.md").read_text()
+    assert table.startswith("| engine[graph] dtype |") and all(label in table for label in EXPECTED_RUNNERS)
+    assert (tmp_path / "engine.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,178 @@
+"""The CPU engines: ONNX export parity with MindSpore (exact GELU), the export cache, int8 accuracy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import mindspore as ms
+import numpy as np
+import onnx
+import pytest
+
+from model_store import ModelStore
+from model_store.card import Card
+from service import export_cache
+from service.engine import build_engine
+from service.export_cache import cache_path, cached_onnx
+from service.onnx_engine import OnnxRuntimeEngine
+from tests.service import digits_tiny
+from vit.checkpoint import StateDict, load_state_dict, state_dict
+from vit.config import DataConfig, ViTConfig
+from vit.export import export_onnx
+from vit.model import VisionTransformer
+
+TINY = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=10)
+SHAPE = (3, 32, 32)
+
+
+def scaled_state(config: ViTConfig, seed: int) -> StateDict:
+    """Random weights large enough that logits are O(1) and GELU works in its curved range (|x| ~ 1),
+    where exact and tanh GELU differ visibly in the logits."""
+    rng = np.random.default_rng(seed)
+    state = state_dict(VisionTransformer(config))
+    return {
+        k: (rng.standard_normal(v.shape) * (0.3 if v.ndim > 1 else 0.1)).astype(np.float32) for k, v in state.items()
+    }
+
+
+def mindspore_logits(config: ViTConfig, state: StateDict, x: np.ndarray, *, tanh_gelu: bool = False) -> np.ndarray:
+    model = VisionTransformer(config)
+    load_state_dict(model, state)
+    if tanh_gelu:
+        for block in model.blocks:
+            block.mlp.act = ms.nn.GELU(approximate=True)
+    model.set_train(False)
+    return model(ms.Tensor(x)).asnumpy()
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, StateDict]:
+    state = scaled_state(TINY, seed=0)
+    path = tmp_path_factory.mktemp("export") / "tiny.onnx"
+    export_onnx(TINY, state, path)
+    return path, state
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])  # the graph was traced at 5: every other size needs the symbolic axis
+def test_onnx_runtime_matches_mindspore_exact_gelu(tiny_export: tuple[Path, StateDict], batch: int) -> None:
+    path, state = tiny_export
+    x = np.random.default_rng(batch).standard_normal((batch, *SHAPE)).astype(np.float32)
+    exact = mindspore_logits(TINY, state, x)
+    tanh = mindspore_logits(TINY, state, x, tanh_gelu=True)
+    got = OnnxRuntimeEngine(path, input_shape=SHAPE).run(x)
+    assert got.shape == (batch, TINY.num_classes)
+    assert np.abs(exact).max() > 0.5  # logits large enough for the tolerance to mean something
+    np.testing.assert_allclose(got, exact, atol=1e-4, rtol=0)
+    # The export is the exact form, not the tanh approximation it was traced with: its error is far smaller.
+    assert np.abs(got - exact).max() * 10 < np.abs(tanh - exact).max()
+
+
+def test_exported_graph_has_erf_gelu_and_a_symbolic_batch(tiny_export: tuple[Path, StateDict]) -> None:
+    graph = onnx.load(str(tiny_export[0])).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops.count("Erf") == TINY.depth and "Tanh" not in ops and "Pow" not in ops
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_openvino_runs_the_same_export(tiny_export: tuple[Path, StateDict]) -> None:
+    from service.openvino_engine import OpenVinoEngine
+
+    path, state = tiny_export
+    x = np.random.default_rng(7).standard_normal((2, *SHAPE)).astype(np.float32)
+    engine = OpenVinoEngine(path, input_shape=SHAPE, batch_sizes=(1, 2), threads=1)
+    engine.warmup()
+    np.testing.assert_allclose(engine.run(x), mindspore_logits(TINY, state, x), atol=1e-4, rtol=0)
+
+
+# --- the cache next to a store version ------------------------------------------------------------------
+
+
+@pytest.fixture
+def published(tmp_path: Path) -> tuple[ModelStore, Card, StateDict]:
+    store = ModelStore(tmp_path / "store")
+    state = scaled_state(TINY, seed=1)
+    card = store.publish(
+        "tiny", state, TINY, DataConfig(img_size=32), [str(i) for i in range(10)], lineage={"source": "test"}
+    )
+    return store, card, state
+
+
+def forbid_export(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("exported again although the cache was fresh")
+
+    monkeypatch.setattr("vit.export.export_onnx", fail)
+
+
+def test_cache_is_reused_across_engines(published: tuple[ModelStore, Card, StateDict], monkeypatch) -> None:
+    store, card, state = published
+    path = cached_onnx(store, card)
+    assert path.parent == store.version_dir(card) / "cache" and card.sha256[:16] in path.name
+    manifest = json.loads(path.with_suffix(".json").read_text())
+    assert manifest["weights_sha256"] == card.sha256 and manifest["file_sha256"] == export_cache.sha256_of(path)
+    forbid_export(monkeypatch)
+    settings = SimpleNamespace(batch_sizes=(1, 2), engine_threads=1, device_target="CPU")
+    engine = build_engine("onnxruntime", card, store, settings)  # type: ignore[arg-type]
+    x = np.random.default_rng(3).standard_normal((2, *SHAPE)).astype(np.float32)
+    np.testing.assert_allclose(engine.run(x), mindspore_logits(TINY, state, x), atol=1e-4, rtol=0)
+    assert build_engine("openvino", card, store, settings).run(x).shape == (2, 10)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("damage", ["library_version", "corrupt_bytes", "missing_manifest"])
+def test_stale_or_damaged_cache_is_exported_again(published: tuple[ModelStore, Card, StateDict], damage: str) -> None:
+    store, card, _ = published
+    path = cached_onnx(store, card)
+    manifest_path = path.with_suffix(".json")
+    if damage == "library_version":
+        record = json.loads(manifest_path.read_text())
+        manifest_path.write_text(json.dumps({**record, "mindspore": "0.0.1"}))
+    elif damage == "corrupt_bytes":
+        path.write_bytes(path.read_bytes()[:-100] + b"\0" * 100)
+    else:
+        manifest_path.unlink()
+    assert not export_cache.is_fresh(path, export_cache.expected_manifest(card, "fp32"))
+    assert cached_onnx(store, card) == path
+    assert export_cache.is_fresh(path, export_cache.expected_manifest(card, "fp32"))
+    assert json.loads(manifest_path.read_text())["mindspore"] == ms.__version__
+
+
+def test_exports_of_other_weights_or_formats_are_removed(published: tuple[ModelStore, Card, StateDict]) -> None:
+    store, card, _ = published
+    old = cache_path(store, card.replace(sha256="0" * 64), "fp32")
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"an export of weights this version no longer has")
+    old.with_suffix(".json").write_text("{}")
+    cached_onnx(store, card)
+    assert not old.exists() and not old.with_suffix(".json").exists()
+
+
+# --- reduced precision on a real trained model ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_int8_agrees_with_fp32_on_real_images(tmp_path: Path) -> None:
+    """The digits model (trained, in data/) on its 360 held-out digits: int8 must keep ≥ 99 % of the fp32
+    top-1 predictions and lose at most a point of accuracy. Photos are measured too. Both land in the card."""
+    from benchmarks.precision_bench import run_precision_bench
+
+    store = ModelStore(tmp_path / "store")
+    card = store.publish(
+        "digits-tiny",
+        digits_tiny.trained_state(),
+        digits_tiny.CONFIG,
+        digits_tiny.DATA,
+        digits_tiny.LABELS,
+        lineage={"source": "tests/service/digits_tiny.py"},
+    )
+    results = run_precision_bench(store, card.ref, threads=1)
+    digits = results["digits-val"]
+    assert digits["images"] == 360
+    assert digits["top1_fp32"] > 0.75  # it is a real classifier, not noise
+    assert digits["top1_agreement"] >= 0.99
+    assert abs(digits["top1_delta"]) <= 0.01
+    assert results["skimage-photos"]["images"] == 8
+    metrics = store.resolve(card.ref).metrics
+    assert metrics["digits-val@int8"] == digits and metrics["skimage-photos@int8"] == results["skimage-photos"]
