@@ -57,7 +57,36 @@ def _summary(card: Card, registry: VersionRegistry) -> dict[str, Any]:
     }
 
 
-@router.post("/models/{name}/versions", status_code=201, summary="Upload a checkpoint as a new version")
+_TEXT = {"type": "string"}
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "checkpoint": {"type": "string", "format": "binary", "description": "MindSpore .ckpt"},
+                        "config": {**_TEXT, "description": "ViTConfig JSON"},
+                        "data": {**_TEXT, "description": "DataConfig JSON (default: from config.img_size)"},
+                        "labels": {**_TEXT, "description": "JSON list of class names"},
+                        "description": _TEXT,
+                        "alias": {"type": "array", "items": _TEXT},
+                    },
+                    "required": ["checkpoint", "config"],
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/models/{name}/versions",
+    status_code=201,
+    summary="Upload a checkpoint as a new version",
+    openapi_extra=_UPLOAD_BODY,
+)
 async def upload_version(request: Request, name: str) -> JSONResponse:
     """Multipart: ``checkpoint`` (file), ``config`` (ViTConfig JSON), optional ``data``, ``labels`` (JSON),
     ``description``, ``alias`` (repeatable). See "Admin upload API" in the team contracts."""

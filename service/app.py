@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -40,6 +40,25 @@ class Lifecycle:
     startup_error: str | None = None
 
 
+@dataclass
+class Resources:
+    """What one app owns; kept on ``app.state`` and released by the lifespan."""
+
+    settings: Settings
+    store: ModelStore
+    metrics: Metrics
+    lifecycle: Lifecycle
+    device: ThreadPoolExecutor  # the one thread for engine (MindSpore) calls, see service.versions
+    registry: VersionRegistry
+    pool: DecodePool
+    classifier: Classifier
+    real_engine: bool
+
+    def close(self) -> None:
+        self.pool.close()
+        self.device.shutdown(wait=False)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -49,64 +68,16 @@ def create_app(
 ) -> FastAPI:
     """The service. ``engine_factory(card, store, settings) -> Engine`` replaces the MindSpore engine (and the
     MindSpore context set-up) in tests; ``resolver``/``url_transport`` replace DNS and the URL client's I/O."""
-    metrics = Metrics()
-    lifecycle = Lifecycle()
-    store = ModelStore(settings.store_root)
-    factory = engine_factory or (lambda card, store, s: build_engine(s.engine, card, store, s))
-    device = ThreadPoolExecutor(max_workers=1, thread_name_prefix="device")
-    registry = VersionRegistry(store, settings, factory, metrics, device)
-    pool = DecodePool(settings.decode_workers, DecodeLimits(settings.max_body_bytes, settings.max_image_pixels))
-    policy = UrlPolicy(
-        max_bytes=settings.max_body_bytes,
-        allow_hosts=settings.url_allow_hosts,
-        allow_loopback=settings.url_allow_loopback,
-        connect_timeout_s=settings.url_connect_timeout_s,
-        timeout_s=settings.url_timeout_s,
-        max_redirects=settings.url_max_redirects,
-    )
-    fetcher = UrlFetcher(policy, resolver=resolver, transport=url_transport)
-    classifier = Classifier(
-        registry,
-        pool,
-        fetcher,
-        metrics,
-        max_top_k=settings.max_top_k,
-        request_timeout_s=settings.request_timeout_s,
-        max_in_flight=settings.max_in_flight,
-    )
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            await _start(registry, settings, real_engine=engine_factory is None)
-        except Exception as err:
-            lifecycle.startup_error = str(err)
-            log.error("start-up failed: %s", err)
-            pool.close()
-            device.shutdown(wait=False)
-            raise
-        try:
-            yield
-        finally:
-            lifecycle.draining = True
-            log.info("draining: waiting up to %.0f s for in-flight work", settings.drain_timeout_s)
-            await registry.close()
-            pool.close()
-            device.shutdown(wait=False)
-            log.info("drained")
-
+    fetcher = UrlFetcher(_url_policy(settings), resolver=resolver, transport=url_transport)
+    res = _resources(settings, engine_factory, fetcher)
     app = FastAPI(
         title="vitserve",
         summary="Vision Transformer image classification",
         version="0.1.0",
-        lifespan=lifespan,
+        lifespan=_lifespan(res),
     )
-    app.state.settings = settings
-    app.state.store = store
-    app.state.metrics = metrics
-    app.state.registry = registry
-    app.state.classifier = classifier
-    app.state.lifecycle = lifecycle
+    for name in ("settings", "store", "metrics", "registry", "classifier", "lifecycle"):
+        setattr(app.state, name, getattr(res, name))
     install_error_handlers(app)
     app.include_router(api.router)
     if settings.admin_token:
@@ -116,8 +87,62 @@ def create_app(
         return settings.max_upload_bytes if path.startswith("/admin/") else settings.max_body_bytes
 
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
-    app.add_middleware(ServingMiddleware, metrics=metrics, is_draining=lambda: lifecycle.draining)
+    app.add_middleware(ServingMiddleware, metrics=res.metrics, is_draining=lambda: res.lifecycle.draining)
     return app
+
+
+def _resources(settings: Settings, engine_factory: EngineFactory | None, fetcher: UrlFetcher) -> Resources:
+    metrics = Metrics()
+    store = ModelStore(settings.store_root)
+    factory = engine_factory or (lambda card, store, s: build_engine(s.engine, card, store, s))
+    device = ThreadPoolExecutor(max_workers=1, thread_name_prefix="device")
+    registry = VersionRegistry(store, settings, factory, metrics, device)
+    pool = DecodePool(settings.decode_workers, DecodeLimits(settings.max_body_bytes, settings.max_image_pixels))
+    classifier = Classifier(
+        registry,
+        pool,
+        fetcher,
+        metrics,
+        max_top_k=settings.max_top_k,
+        request_timeout_s=settings.request_timeout_s,
+        max_in_flight=settings.max_in_flight,
+    )
+    return Resources(
+        settings, store, metrics, Lifecycle(), device, registry, pool, classifier, real_engine=engine_factory is None
+    )
+
+
+def _url_policy(settings: Settings) -> UrlPolicy:
+    return UrlPolicy(
+        max_bytes=settings.max_body_bytes,
+        allow_hosts=settings.url_allow_hosts,
+        allow_loopback=settings.url_allow_loopback,
+        connect_timeout_s=settings.url_connect_timeout_s,
+        timeout_s=settings.url_timeout_s,
+        max_redirects=settings.url_max_redirects,
+    )
+
+
+def _lifespan(res: Resources) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await _start(res.registry, res.settings, real_engine=res.real_engine)
+        except Exception as err:
+            res.lifecycle.startup_error = str(err)
+            log.error("start-up failed: %s", err)
+            res.close()
+            raise
+        try:
+            yield
+        finally:
+            res.lifecycle.draining = True
+            log.info("draining: waiting up to %.0f s for in-flight work", res.settings.drain_timeout_s)
+            await res.registry.close()
+            res.close()
+            log.info("drained")
+
+    return lifespan
 
 
 async def _start(registry: VersionRegistry, settings: Settings, *, real_engine: bool) -> None:

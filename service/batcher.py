@@ -145,9 +145,15 @@ class Batcher:
 
     async def _loop(self) -> None:
         while True:
-            batch = await self._collect()
-            if batch:
-                await self._run(batch)
+            try:
+                batch = await self._collect()
+                if batch:
+                    await self._run(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not leave every later caller waiting for its deadline
+                log.exception("%s: batching loop error; continuing", self.name)
+                self._running = False
 
     async def _collect(self) -> list[_Item]:
         """Wait for a first live item, then take more until the batch is full or its delay is over."""

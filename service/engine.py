@@ -126,6 +126,10 @@ def build_engine(kind: str, card: Card, store: ModelStore, settings: Settings) -
         module = importlib.import_module(module_name)
         factory = getattr(module, factory_name)
     except (ImportError, AttributeError) as err:
+        if kind == "auto" and resolved != "mindspore":
+            # The optional CPU runtimes are an extra (`pip install .[cpu-engines]`); auto never fails for lack of one.
+            log.warning("engine %r not installed (%s); auto falls back to mindspore", resolved, err)
+            return build_engine("mindspore", card, store, settings)
         raise RuntimeError(f"engine {resolved!r} is not available here: {err}") from err
     engine: Engine = factory(card, store, settings)
     log.info("%s: %s engine, batch sizes %s", card.ref, resolved, engine.batch_sizes)

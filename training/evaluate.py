@@ -143,7 +143,9 @@ def plot_confusion(confusion: np.ndarray, classes: list[str], path: Path, *, tit
     return path
 
 
-def folder_for_labels(root: str | Path, labels: list[str], *, on_corrupt: OnCorrupt = "fail", workers: int = 4) -> ImageFolder:
+def folder_for_labels(
+    root: str | Path, labels: list[str], *, on_corrupt: OnCorrupt = "fail", workers: int = 4
+) -> ImageFolder:
     """Index an eval folder against a model's labels: by name when the class folders are the label names,
     else by sorted folder order when the counts agree (ImageNet's ``n01440764``… folders in index order)."""
     found = sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -173,6 +175,7 @@ def evaluate_version(
     result = evaluate_folder(pretrained.model, folder, card.data, batch_size=batch_size, workers=workers)
     name = dataset_name or Path(data_dir).resolve().name
     card = store.record_metrics(card.ref, name, result.metrics(card.labels))
-    plot_confusion(result.confusion, card.labels, store.version_dir(card) / f"confusion_{name}.png",
-                   title=f"{card.ref} on {name}")  # fmt: skip
+    plot_confusion(
+        result.confusion, card.labels, store.version_dir(card) / f"confusion_{name}.png", title=f"{card.ref} on {name}"
+    )
     return card, result

@@ -38,7 +38,9 @@ def layer_id(name: str, depth: int) -> int:
     return depth + 1
 
 
-def param_group(name: str, shape: tuple[int, ...], *, depth: int, weight_decay: float, layer_decay: float) -> ParamGroup:
+def param_group(
+    name: str, shape: tuple[int, ...], *, depth: int, weight_decay: float, layer_decay: float
+) -> ParamGroup:
     """The group of parameter ``name`` with ``shape`` in a ViT of ``depth`` blocks."""
     lid = layer_id(name, depth)
     no_decay = len(shape) == 1 or name in NO_WEIGHT_DECAY
@@ -104,9 +106,16 @@ class AdamW(nn.Cell):
         for i in range(len(self.parameters)):
             g = self.group_of[i]
             self.adam(
-                self.parameters[i], self.exp_avg[i], self.exp_avg_sq[i], fused_lrs[g], self.beta1, self.beta2, eps,
-                decays[g], grads[i],
-            )  # fmt: skip
+                self.parameters[i],
+                self.exp_avg[i],
+                self.exp_avg_sq[i],
+                fused_lrs[g],
+                self.beta1,
+                self.beta2,
+                eps,
+                decays[g],
+                grads[i],
+            )
         return ops.assign_add(self.global_step, ops.ones_like(self.global_step))
 
 

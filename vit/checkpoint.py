@@ -1,6 +1,8 @@
 """Weights in and out of a model: ``dict[str, ndarray]`` state dicts and MindSpore ``.ckpt`` files.
 
 A missing, unexpected or mis-shaped key is always an error that names it: never a silent partial load.
+MindSpore is imported inside the functions that touch tensors: the checks and the conversion tables that build
+on them stay importable in a fraction of a second (the CLI's store commands never load MindSpore).
 """
 
 from __future__ import annotations
@@ -8,12 +10,14 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mindspore as ms
 import numpy as np
-from mindspore import nn
 
 from vit.pos_embed import resample_pos_embed
+
+if TYPE_CHECKING:
+    from mindspore import nn
 
 StateDict = dict[str, np.ndarray]
 
@@ -64,6 +68,8 @@ def adapt_pos_embed(state: StateDict, grid_size: int) -> StateDict:
 
 def load_state_dict(model: nn.Cell, state: StateDict) -> None:
     """Copy ``state`` into ``model`` after checking every key and shape (strict)."""
+    import mindspore as ms
+
     params = {p.name: p for p in model.get_parameters()}
     grid = getattr(getattr(model, "config", None), "grid_size", None)
     if grid is not None:
@@ -78,6 +84,8 @@ def save_checkpoint(state: StateDict, path: str | os.PathLike[str]) -> None:
     path = Path(path)
     # MindSpore appends ".ckpt" to any file name that lacks it, so the temporary name must end in it.
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.ckpt")
+    import mindspore as ms
+
     try:
         ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in state.items()], str(tmp))
         os.replace(tmp, path)
@@ -90,6 +98,8 @@ def load_checkpoint_file(path: str | os.PathLike[str]) -> StateDict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    import mindspore as ms
+
     try:
         params = ms.load_checkpoint(str(path))
     except Exception as err:  # MindSpore raises bare ValueError/RuntimeError on corrupt files

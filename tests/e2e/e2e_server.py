@@ -1,7 +1,9 @@
-"""A real ``vitserve serve`` process on 127.0.0.1 with a free port; always killed by its owner."""
+"""End-to-end support: a tiny model for a real store, test images, and a real ``vitserve serve`` process on
+127.0.0.1 with a free port (always stopped by its owner)."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -12,8 +14,49 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
+from PIL import Image
+
+from model_store import Card, ModelStore
+from vit.config import DataConfig, ViTConfig
+from vit.convert_tables import expected_shapes
 
 REPO = Path(__file__).resolve().parents[2]
+
+TINY = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=10)
+ADMIN_TOKEN = "e2e-admin-token-0123456789"
+
+
+def publish_tiny(store: ModelStore, seed: int, **kwargs: object) -> Card:
+    rng = np.random.default_rng(seed)
+    state = {k: (rng.standard_normal(s) * 0.2).astype(np.float32) for k, s in expected_shapes(TINY).items()}
+    labels = [f"digit{i}" for i in range(10)]
+    return store.publish("tiny", state, TINY, DataConfig(img_size=32), labels, lineage={"e2e": seed}, **kwargs)  # type: ignore[arg-type]
+
+
+def jpeg(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+SERVER_SETTINGS: dict[str, object] = {
+    "default_model": "tiny",
+    "engine": "mindspore",  # the compiled GRAPH_MODE graph (auto may pick a CPU runtime)
+    "max_batch_size": 4,
+    "max_delay_ms": 30,
+    "queue_size": 16,
+    "max_images": 16,
+    "decode_workers": 2,
+    "admin_token": ADMIN_TOKEN,
+    "drain_timeout_s": 20,
+    "log_level": "INFO",
+}
+
+
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def free_port() -> int:

@@ -7,8 +7,7 @@ import time
 
 import httpx
 import pytest
-from conftest import SERVER_SETTINGS, auth, jpeg, publish_tiny
-from e2e_server import ServerProcess, metric
+from e2e_server import SERVER_SETTINGS, ServerProcess, auth, jpeg, metric, publish_tiny
 
 from model_store import ModelStore
 

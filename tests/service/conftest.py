@@ -10,13 +10,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from service_fakes import FakeFactory, publish_tiny
+from service_fakes import ADMIN_TOKEN, FakeFactory, publish_tiny
 
 from model_store import ModelStore
 from service.app import create_app
 from service.settings import Settings
-
-ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -83,10 +81,6 @@ def serve(make_settings: Callable[..., Settings], factory: FakeFactory) -> Calla
             yield client, app
 
     return _serve
-
-
-def auth() -> dict[str, str]:
-    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture

@@ -19,6 +19,11 @@ from vit.preprocess import transform
 TINY = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=10)
 TINY_DATA = DataConfig(img_size=32, crop_pct=0.875)
 LABELS = [f"class{i}" for i in range(TINY.num_classes)]
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def random_state(seed: int, config: ViTConfig = TINY) -> dict[str, np.ndarray]:

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import auth
-from service_fakes import TINY, TINY_DATA, corrupt, png, random_state
+from service_fakes import TINY, TINY_DATA, auth, corrupt, png, random_state
 
 from model_store import ModelStore
 from vit.checkpoint import save_checkpoint

@@ -152,3 +152,20 @@ async def test_stop_without_drain_fails_what_is_left() -> None:
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     assert any(isinstance(o, ShuttingDown) for o in outcomes)
     assert all(isinstance(o, ShuttingDown) or float(o.row[0]) % 10 == 0 for o in outcomes)  # type: ignore[union-attr]
+
+
+async def test_an_observer_bug_does_not_stop_the_loop() -> None:
+    class Broken:
+        def on_batch(self, size: int, queue_waits_s: object, run_s: float) -> None:
+            raise RuntimeError("observer bug")
+
+        def on_reject(self, reason: str) -> None: ...
+
+        def on_depth(self, depth: int) -> None: ...
+
+    batcher = Batcher(Recorder(), max_batch_size=1, max_delay_ms=0, queue_size=4, observer=Broken())
+    batcher.start()
+    first = await batcher.submit(np.array([1.0]), deadline=later())
+    second = await batcher.submit(np.array([2.0]), deadline=later(2))
+    await batcher.stop()
+    assert (float(first.row[0]), float(second.row[0])) == (10.0, 20.0)

@@ -60,3 +60,24 @@ def test_build_engine_loads_store_weights_and_names_unknown_kinds(tmp_path: obje
     np.testing.assert_allclose(built.run(x), reference(ms.Tensor(x)).asnumpy(), atol=1e-5)
     with pytest.raises(ValueError, match="unknown engine 'tensorrt'"):
         build_engine("tensorrt", card, store, settings)
+
+
+def test_auto_falls_back_to_mindspore_when_the_cpu_runtime_is_missing(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pathlib import Path
+
+    from model_store import ModelStore
+    from service import engine as engine_module
+
+    store = ModelStore(Path(str(tmp_path)) / "store")
+    card = publish_tiny(store, seed=4)
+    settings = Settings(store_root=store.root, max_batch_size=2, device_target="CPU")
+    missing = dict(engine_module._BACKENDS)
+    missing["onnxruntime"] = ("service.no_such_backend", "build")
+    missing["openvino"] = ("service.no_such_backend", "build")
+    monkeypatch.setattr(engine_module, "_BACKENDS", missing)
+    monkeypatch.setattr(engine_module, "resolve_kind", lambda kind, device: "onnxruntime" if kind == "auto" else kind)
+    assert isinstance(build_engine("auto", card, store, settings), MindSporeEngine)
+    with pytest.raises(RuntimeError, match="not available"):
+        build_engine("onnxruntime", card, store, settings)

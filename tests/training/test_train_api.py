@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import write_folder
-from train_runs import tiny_recipe
+from train_runs import tiny_recipe, write_folder
 
 from model_store import ModelStore
 from training.api import Trainer

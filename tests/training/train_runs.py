@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,3 +60,16 @@ def vitserve(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[st
         text=True,
         timeout=timeout,
     )
+
+
+def write_folder(root: Path, counts: dict[str, int], *, size: int = 40, seed: int = 0) -> Path:
+    """root/<class>/<i>.png with class-dependent colours (so a model can learn them) plus noise."""
+    rng = np.random.default_rng(seed)
+    for index, (name, count) in enumerate(sorted(counts.items())):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            base = np.zeros((size, size, 3), np.float32)
+            base[..., index % 3] = 200.0
+            pixels = np.clip(base + rng.normal(0, 30, base.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i:03d}.png")
+    return root

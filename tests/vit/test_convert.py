@@ -242,6 +242,7 @@ def test_cli_writes_the_output_directory(tmp_path: Path, capsys: pytest.CaptureF
         (["model.ckpt", "--config", '{"depth": 2, "wings": 3}'], "unknown ViTConfig field"),
         (["model.ckpt", "--config", "vit_base_p16"], "patch_embed.proj.weight (checkpoint (32, 3, 8, 8), model (768,"),
         (["model.ckpt", "--to", "mindformers", "--config", TOKEN.to_json()], "missing keys: norm.beta"),
+        (["model.ckpt", "--format", "hf", "--config", AVG.to_json()], "unexpected keys: blocks.0.attn.proj.bias"),
     ],
 )
 def test_cli_errors_are_one_line(
