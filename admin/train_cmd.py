@@ -30,6 +30,12 @@ EVAL_EPILOG = """examples:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `train`, `eval` and `bootstrap` to the CLI."""
     parent = store_parent()
+    _add_train(sub, parent)
+    _add_eval(sub, parent)
+    _add_bootstrap(sub, parent)
+
+
+def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser], parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "train",
         parents=[parent],
@@ -50,6 +56,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-publish", action="store_true", help="do not publish to the store")
     p.set_defaults(func=cmd_train)
 
+
+def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser], parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "eval",
         parents=[parent],
@@ -65,12 +73,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (listed) instead of failing")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_bootstrap(sub: argparse._SubParsersAction[argparse.ArgumentParser], parent: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "bootstrap",
         parents=[parent],
         help=f"train the embedded default model ({DEFAULT_MODEL}) on scikit-learn's digits",
         description=f"Export scikit-learn's digits as an ImageFolder, train a small ViT from scratch on CPU "
-        f"(about two minutes), evaluate it and publish it as {DEFAULT_MODEL}@production. Does nothing when the "
+        f"(about a minute on 2 cores), evaluate it and publish it as {DEFAULT_MODEL}@production. Does nothing when the "
         "store already has it, unless --force.",
     )
     p.add_argument("--data-dir", type=Path, default=Path("data/digits"), help="where the images are written")

@@ -74,6 +74,19 @@ def train(
     return run.fit(publish=publish)
 
 
+def _scan_data(config: TrainConfig) -> tuple[ImageFolder, ImageFolder | None]:
+    """The training folder and, when configured, the validation folder with the same classes."""
+    if config.train_dir is None:
+        raise ValueError("the training config has no train_dir (set it, or pass --data)")
+    train_set = scan_image_folder(config.train_dir, on_corrupt=config.on_corrupt, workers=config.num_workers)
+    if config.val_dir is None:
+        return train_set, None
+    val_set = scan_image_folder(
+        config.val_dir, classes=train_set.classes, on_corrupt=config.on_corrupt, workers=config.num_workers
+    )
+    return train_set, val_set
+
+
 def _run_dir(config: TrainConfig, run_dir: str | Path | None) -> Path:
     if run_dir is not None:
         return Path(run_dir)
@@ -85,16 +98,9 @@ class _Run:
     def __init__(
         self, config: TrainConfig, store: ModelStore | None, run_dir: Path, rank: int, world_size: int
     ) -> None:
-        if config.train_dir is None:
-            raise ValueError("the training config has no train_dir (set it, or pass --data)")
         self.config, self.store, self.run_dir = config, store, run_dir
         self.rank, self.world_size = rank, world_size
-        self.train_set = scan_image_folder(config.train_dir, on_corrupt=config.on_corrupt, workers=config.num_workers)
-        self.val_set: ImageFolder | None = None
-        if config.val_dir is not None:
-            self.val_set = scan_image_folder(
-                config.val_dir, classes=self.train_set.classes, on_corrupt=config.on_corrupt, workers=config.num_workers
-            )
+        self.train_set, self.val_set = _scan_data(config)
         self.init: InitialModel = initial_model(config, len(self.train_set.classes), store)
         self.global_batch = config.batch_size * world_size
         self.steps_per_epoch = len(self.train_set) // self.global_batch

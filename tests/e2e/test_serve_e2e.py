@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import httpx
+import numpy as np
 import pytest
 from e2e_server import SERVER_SETTINGS, ServerProcess, auth, jpeg, metric, publish_tiny
 
@@ -18,6 +19,37 @@ IMAGES = [jpeg(seed) for seed in range(16)]
 
 def files(count: int, offset: int = 0) -> list[tuple[str, tuple[str, bytes, str]]]:
     return [("file", (f"{i}.jpg", IMAGES[(offset + i) % len(IMAGES)], "image/jpeg")) for i in range(count)]
+
+
+async def test_service_agrees_with_the_evaluator(
+    server: ServerProcess, e2e_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The service and the offline evaluator share one preprocessing path: same validation images, same
+    top-1 and the same scores (to float tolerance: the service batches differently)."""
+    from training.data import scan_image_folder
+    from training.digits import export_digits
+    from training.evaluate import evaluate_folder
+    from vit.checkpoint import load_state_dict
+    from vit.model import create_model
+
+    val = export_digits(tmp_path_factory.mktemp("digits"), size=40).val_dir
+    folder = scan_image_folder(val)
+    folder.samples[:] = folder.samples[::12]  # every 12th image: all classes, ~30 requests
+    state, card = e2e_store.load("tiny")
+    model = create_model(card.config)
+    load_state_dict(model, state)
+    offline = evaluate_folder(model, folder, card.data, batch_size=8, workers=1)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        for (path, _), logits in zip(folder.samples, offline.logits, strict=True):
+            with open(path, "rb") as f:
+                response = await client.post("/classify", files={"file": ("x.png", f.read(), "image/png")})
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["model"] == {"name": "tiny", "version": card.version}
+            best = body["results"][0]["predictions"][0]
+            probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+            assert best["index"] == int(np.argmax(logits))
+            assert best["score"] == pytest.approx(float(probs.max()), abs=1e-5)
 
 
 async def test_concurrent_requests_share_batches(server: ServerProcess) -> None:
