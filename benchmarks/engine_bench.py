@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import gc
 import logging
 import sys
 import time
@@ -24,8 +23,8 @@ import numpy as np
 
 from benchmarks import report
 from benchmarks.flops import gemm_gflops, int8_gemm_gops, vit_macs
-from benchmarks.runners import RUNNERS, BenchContext, RunnerSpec, Unsupported, new_workdir
-from benchmarks.timing import Budget, measure
+from benchmarks.runners import RUNNERS, BenchContext, RunFn, RunnerSpec, Unsupported, new_workdir
+from benchmarks.timing import Budget, measure_interleaved
 from model_store.card import Card
 from model_store.store import ModelStore
 from vit.config import DataConfig, ViTConfig, get_variant
@@ -34,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 QUICK_CONFIG = ViTConfig(img_size=64, patch_size=16, embed_dim=64, depth=2, num_heads=2, num_classes=10)
 QUICK_BUDGET = Budget(warmup=1, min_iters=2, min_time_s=0.2, max_iters=20)
-FULL_BUDGET = Budget(warmup=1, min_iters=3, min_time_s=8.0, max_iters=30)
+FULL_BUDGET = Budget(warmup=1, min_iters=3, min_time_s=6.0, max_iters=30)
 BATCH_SIZES = (1, 8, 32)
 
 
@@ -67,42 +66,48 @@ def set_thread_limits(threads: int) -> None:
     threadpool_limits(threads)
 
 
-def bench_runner(
-    spec: RunnerSpec, ctx: BenchContext, x_check: np.ndarray, reference: np.ndarray | None, budget: Budget
-) -> tuple[list[dict[str, Any]], np.ndarray | None]:
-    """Build ``spec``'s runner, compare its logits for ``x_check`` with ``reference``, time every batch size.
+def build_runner(
+    spec: RunnerSpec, ctx: BenchContext, x_check: np.ndarray, reference: np.ndarray | None
+) -> tuple[RunFn | None, dict[str, Any], np.ndarray | None]:
+    """Build ``spec``'s runner and compare its logits for ``x_check`` with ``reference``.
 
-    Returns the result rows (one per batch size, or one saying why it was skipped) and the logits.
+    Returns (the run function or None, its result fields: setup time, logit difference, or why it was
+    skipped, the logits).
     """
-    base: dict[str, Any] = {
-        "engine": spec.engine,
-        "dtype": spec.dtype,
-        "role": spec.role,
-        "graph": spec.graph,
-        "label": spec.label,
-    }
+    base: dict[str, Any] = {"engine": spec.engine, "dtype": spec.dtype, "role": spec.role, "graph": spec.graph}
+    base["label"] = spec.label
     started = time.perf_counter()
     try:
         run = spec.build(ctx)
         check = run(x_check)
     except Unsupported as err:
         logger.info("skipping %s: %s", spec.label, err)
-        return [{**base, "skipped": str(err)}], None
+        return None, {**base, "skipped": str(err)}, None
     except Exception as err:  # a failing peer must not sink the whole benchmark; it is reported
         logger.exception("%s failed to build", spec.label)
-        return [{**base, "error": f"{type(err).__name__}: {err}"}], None
+        return None, {**base, "error": f"{type(err).__name__}: {err}"}, None
     base["setup_s"] = time.perf_counter() - started
     if reference is not None:
         base["max_abs_diff_vs_mindspore"] = float(np.max(np.abs(check - reference)))
+    logger.info("built %s in %.1f s", spec.label, base["setup_s"])
+    return run, base, check
+
+
+def bench_all(
+    runners: dict[str, tuple[RunFn, dict[str, Any]]], batch_sizes: Sequence[int], shape: tuple[int, ...], budget: Budget
+) -> list[dict[str, Any]]:
+    """Every runner at every batch size, interleaved round-robin (see ``measure_interleaved``)."""
     rows = []
     rng = np.random.default_rng(1)
-    for batch in ctx.batch_sizes:
-        x = rng.standard_normal((batch, *x_check.shape[1:])).astype(np.float32)
-        row = {**base, "batch": batch, **measure(functools.partial(run, x), batch, budget)}
-        logger.info("%-36s b=%-3d %7.2f img/s  p50 %8.1f ms", spec.label, batch, row["images_per_s"], row["p50_ms"])
-        rows.append(row)
-    gc.collect()
-    return rows, check
+    for batch in batch_sizes:
+        x = rng.standard_normal((batch, *shape)).astype(np.float32)
+        calls = {label: functools.partial(run, x) for label, (run, _) in runners.items()}
+        stats = measure_interleaved(calls, batch, budget)
+        for label, (_, base) in runners.items():
+            row = {**base, "batch": batch, **stats[label]}
+            logger.info("%-36s b=%-3d %7.2f img/s  p50 %8.1f ms", label, batch, row["images_per_s"], row["p50_ms"])
+            rows.append(row)
+    return rows
 
 
 def ceilings(config: ViTConfig, threads: int) -> dict[str, float]:
@@ -247,14 +252,20 @@ def run_engine_bench(
     ceiling = ceilings(card.config, threads)
     x_check = np.random.default_rng(0).standard_normal((1, *_input_shape(card.config))).astype(np.float32)
     results: list[dict[str, Any]] = []
+    runners: dict[str, tuple[RunFn, dict[str, Any]]] = {}
     reference = None
     for spec in RUNNERS:
         if engines and not any(e in spec.label for e in engines):
             continue
-        rows, logits = bench_runner(spec, ctx, x_check, reference, budget or (FULL_BUDGET if full else QUICK_BUDGET))
+        run, fields, logits = build_runner(spec, ctx, x_check, reference)
         if spec.role == "reference" and reference is None:
             reference = logits  # MindSpore's own numerics: what every later engine is compared with
-        results += rows
+        if run is None:
+            results.append(fields)
+        else:
+            runners[spec.label] = (run, fields)
+    chosen = budget or (FULL_BUDGET if full else QUICK_BUDGET)
+    results = bench_all(runners, batch_sizes, x_check.shape[1:], chosen) + results
     payload = {
         "benchmark": "engine",
         "mode": "full" if full else "quick",

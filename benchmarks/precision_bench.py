@@ -3,9 +3,9 @@
     python -m benchmarks.precision_bench --model digits-vit --store ./store
 
 Always: top-1 agreement with fp32 on scikit-image's photographs (no labels needed). When the version
-classifies the ten digits (labels "0".."9", the embedded default model): also scikit-learn's digits, every
-fifth image (the held-out fifth), with the change in top-1 accuracy. Each goes into the card's metrics as
-``"<dataset>@int8"``.
+classifies the ten digits (labels "0".."9", the embedded default model): also scikit-learn's digits, the
+validation split its trainer held out (``training.digits``), with the change in top-1 accuracy. Each goes
+into the card's metrics as ``"<dataset>@int8"``.
 """
 
 from __future__ import annotations
@@ -34,13 +34,24 @@ def photos() -> list[np.ndarray]:
     return [getattr(skimage.data, name)() for name in PHOTOS]
 
 
-def digits_validation() -> tuple[list[np.ndarray], np.ndarray]:
-    """scikit-learn's digits, every fifth image, as 8×8 uint8 pictures with their labels."""
+def digits_validation(size: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """The digits model's own validation split (``training.digits``: stratified, seed 0), prepared as its
+    trainer prepared them: 0–16 → 0–255, nearest-neighbour upscaled to ``size`` px, RGB."""
+    from PIL import Image
     from sklearn.datasets import load_digits
 
+    from training.digits import validation_mask
+
     bunch = load_digits()
-    keep = np.arange(len(bunch.target)) % 5 == 0
-    images = [(image * 255 / 16).astype(np.uint8) for image in bunch.images[keep]]
+    keep = validation_mask(bunch.target, seed=0)
+    images = [
+        np.asarray(
+            Image.fromarray((image * 255 / 16).astype(np.uint8), "L")
+            .resize((size, size), Image.Resampling.NEAREST)
+            .convert("RGB")
+        )
+        for image in bunch.images[keep]
+    ]
     return images, bunch.target[keep].astype(np.int64)
 
 
@@ -61,7 +72,7 @@ def run_precision_bench(
         )
     }
     if is_digits_model(card):
-        images, labels = digits_validation()
+        images, labels = digits_validation(card.data.img_size)
         results["digits-val"] = measure_precision(
             store,
             card,

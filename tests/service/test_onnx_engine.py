@@ -17,6 +17,7 @@ from service import export_cache
 from service.engine import build_engine
 from service.export_cache import cache_path, cached_onnx
 from service.onnx_engine import OnnxRuntimeEngine
+from service.precision_check import measure_precision
 from tests.service import digits_tiny
 from vit.checkpoint import StateDict, load_state_dict, state_dict
 from vit.config import DataConfig, ViTConfig
@@ -156,8 +157,9 @@ def test_exports_of_other_weights_or_formats_are_removed(published: tuple[ModelS
 def test_int8_agrees_with_fp32_on_real_images(tmp_path: Path) -> None:
     """The digits model (trained, in data/) on its 360 held-out digits: int8 must keep ≥ 99 % of the fp32
     top-1 predictions and lose at most a point of accuracy. Photos are measured too. Both land in the card."""
-    from benchmarks.precision_bench import run_precision_bench
+    from benchmarks.precision_bench import photos
 
+    images, labels, val = digits_tiny.digits()
     store = ModelStore(tmp_path / "store")
     card = store.publish(
         "digits-tiny",
@@ -167,12 +169,13 @@ def test_int8_agrees_with_fp32_on_real_images(tmp_path: Path) -> None:
         digits_tiny.LABELS,
         lineage={"source": "tests/service/digits_tiny.py"},
     )
-    results = run_precision_bench(store, card.ref, threads=1)
-    digits = results["digits-val"]
+    val_images = [image for image, v in zip(images, val, strict=True) if v]
+    digits = measure_precision(store, card, val_images, labels=labels[val], dataset="digits-val", threads=1)
     assert digits["images"] == 360
     assert digits["top1_fp32"] > 0.75  # it is a real classifier, not noise
     assert digits["top1_agreement"] >= 0.99
     assert abs(digits["top1_delta"]) <= 0.01
-    assert results["skimage-photos"]["images"] == 8
+    on_photos = measure_precision(store, card, photos(), dataset="skimage-photos", threads=1)
+    assert on_photos["images"] == 8 and 0 <= on_photos["top1_agreement"] <= 1
     metrics = store.resolve(card.ref).metrics
-    assert metrics["digits-val@int8"] == digits and metrics["skimage-photos@int8"] == results["skimage-photos"]
+    assert metrics["digits-val@int8"] == digits and metrics["skimage-photos@int8"] == on_photos
