@@ -97,5 +97,5 @@ def _precision(args: argparse.Namespace) -> int:
 def _print_environment(payload: dict[str, Any]) -> None:
     env = payload["environment"]
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
-    print(f"device {env['device']} ({env['cpu']}, {env['cpus_available']} CPUs, {', '.join(env['cpu_flags'])}); ")
-    print(f"threads {env['threads']}; {versions}\n")
+    cpu = f"{env['cpu']}, {env['cpus_available']} CPUs, {', '.join(env['cpu_flags'])}"
+    print(f"device {env['device']} ({cpu}); threads {env['threads']}; {versions}\n")

@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks import report
 from benchmarks.flops import gemm_gflops, int8_gemm_gops, vit_macs
-from benchmarks.runners import RUNNERS, BenchContext, RunFn, RunnerSpec, Unsupported, new_workdir
+from benchmarks.runners import RUNNERS, BenchContext, RunFn, RunnerSpec, Unsupported, bench_workdir
 from benchmarks.timing import Budget, measure_interleaved
 from model_store.card import Card
 from model_store.store import ModelStore
@@ -238,47 +238,47 @@ def run_engine_bench(
 
     threads = threads or default_threads()
     set_thread_limits(threads)
-    workdir = new_workdir()
-    if model is not None:
-        store = ModelStore(store_root) if store_root else ModelStore()
-        card = store.resolve(model)
-    else:
-        variant = get_variant("vit_base_patch16_224")
-        config, data = (variant.config, variant.data) if full else (QUICK_CONFIG, DataConfig(img_size=64))
-        store, card = bench_store(config, data, workdir / "store")
-    ctx = BenchContext(store=store, card=card, threads=threads, batch_sizes=tuple(batch_sizes), workdir=workdir)
-    env = report.environment(threads)
-    logger.info("engine benchmark: %s, %s, %d threads, versions %s", card.ref, env["cpu"], threads, env["versions"])
-    ceiling = ceilings(card.config, threads)
-    x_check = np.random.default_rng(0).standard_normal((1, *_input_shape(card.config))).astype(np.float32)
-    results: list[dict[str, Any]] = []
-    runners: dict[str, tuple[RunFn, dict[str, Any]]] = {}
-    reference = None
-    for spec in RUNNERS:
-        if engines and not any(e in spec.label for e in engines):
-            continue
-        run, fields, logits = build_runner(spec, ctx, x_check, reference)
-        if spec.role == "reference" and reference is None:
-            reference = logits  # MindSpore's own numerics: what every later engine is compared with
-        if run is None:
-            results.append(fields)
+    with bench_workdir() as workdir:
+        if model is not None:
+            store = ModelStore(store_root) if store_root else ModelStore()
+            card = store.resolve(model)
         else:
-            runners[spec.label] = (run, fields)
-    chosen = budget or (FULL_BUDGET if full else QUICK_BUDGET)
-    results = bench_all(runners, batch_sizes, x_check.shape[1:], chosen) + results
-    payload = {
-        "benchmark": "engine",
-        "mode": "full" if full else "quick",
-        "model": f"{card.ref} ({'ViT-B/16' if full and model is None else 'store version' if model else 'tiny'})",
-        "config": card.config.to_dict(),
-        "batch_sizes": list(batch_sizes),
-        "environment": env,
-        "ceiling": ceiling,
-        "results": results,
-    }
-    payload["summary"] = summarise(results, ceiling)
-    write_outputs(out, payload)
-    return payload
+            variant = get_variant("vit_base_patch16_224")
+            config, data = (variant.config, variant.data) if full else (QUICK_CONFIG, DataConfig(img_size=64))
+            store, card = bench_store(config, data, workdir / "store")
+        ctx = BenchContext(store=store, card=card, threads=threads, batch_sizes=tuple(batch_sizes), workdir=workdir)
+        env = report.environment(threads)
+        logger.info("engine benchmark: %s, %s, %d threads, versions %s", card.ref, env["cpu"], threads, env["versions"])
+        ceiling = ceilings(card.config, threads)
+        x_check = np.random.default_rng(0).standard_normal((1, *_input_shape(card.config))).astype(np.float32)
+        results: list[dict[str, Any]] = []
+        runners: dict[str, tuple[RunFn, dict[str, Any]]] = {}
+        reference = None
+        for spec in RUNNERS:
+            if engines and not any(e in spec.label for e in engines):
+                continue
+            run, fields, logits = build_runner(spec, ctx, x_check, reference)
+            if spec.role == "reference" and reference is None:
+                reference = logits  # MindSpore's own numerics: what every later engine is compared with
+            if run is None:
+                results.append(fields)
+            else:
+                runners[spec.label] = (run, fields)
+        chosen = budget or (FULL_BUDGET if full else QUICK_BUDGET)
+        results = bench_all(runners, batch_sizes, x_check.shape[1:], chosen) + results
+        payload = {
+            "benchmark": "engine",
+            "mode": "full" if full else "quick",
+            "model": f"{card.ref} ({'ViT-B/16' if full and model is None else 'store version' if model else 'tiny'})",
+            "config": card.config.to_dict(),
+            "batch_sizes": list(batch_sizes),
+            "environment": env,
+            "ceiling": ceiling,
+            "results": results,
+        }
+        payload["summary"] = summarise(results, ceiling)
+        write_outputs(out, payload)
+        return payload
 
 
 def _input_shape(config: ViTConfig) -> tuple[int, int, int]:

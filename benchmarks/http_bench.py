@@ -85,7 +85,11 @@ def running_server(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process, timeout_s=900)
+        try:
+            _wait_ready(url, process, timeout_s=900)
+        except (RuntimeError, TimeoutError) as err:
+            tail = log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{err}; its log ends:\n{tail}") from err
         yield url
     finally:
         process.terminate()
@@ -214,64 +218,68 @@ def run_http_bench(
     max_batch_size: int = 8,
 ) -> dict[str, Any]:
     """Run the sweep against a fresh server and write http.json/.md/.png into ``out``; returns the payload."""
-    from benchmarks.runners import new_workdir
+    from benchmarks.runners import bench_workdir
     from service.engine import resolve_kind
     from service.onnx_engine import default_threads
 
     threads = threads or default_threads()
-    workdir = new_workdir()
-    variant = get_variant("vit_base_patch16_224")
-    config, data = (variant.config, variant.data) if full else (QUICK_CONFIG, DataConfig(img_size=64))
-    store, card = bench_store(config, data, workdir / "store")
-    kind = resolve_kind(engine, "CPU")
-    jpegs = realistic_jpegs()
-    levels = []
-    with running_server(
-        store, card, engine=kind, max_batch_size=max_batch_size, threads=threads, log_path=workdir / "serve.log"
-    ) as url:
-        asyncio.run(sweep_level(url, jpegs, 2, 4))  # first requests: connection set-up, lazy imports
-        for c in concurrency:
-            before = batch_counters(url)
-            level = asyncio.run(sweep_level(url, jpegs, c, max(c * requests_per_client, 8)))
-            after = batch_counters(url)
-            calls = after[1] - before[1]
-            level["mean_batch_size"] = (after[0] - before[0]) / calls if calls else None
-            logger.info(
-                "concurrency %3d: %.2f img/s, p50 %.0f ms, mean batch %s",
-                c,
-                level["images_per_s"],
-                level["p50_ms"],
-                level["mean_batch_size"],
-            )
-            levels.append(level)
-    sizes = sorted({max_batch_size} | {max(1, round(lv["mean_batch_size"] or 1)) for lv in levels})
-    engine_rates = engine_only(store, card, kind, sizes, jpegs, threads)
-    for level in levels:
-        batch = max(1, round(level["mean_batch_size"] or 1))
-        level["engine_only_images_per_s"] = engine_rates[batch]
-        level["e2e_over_engine"] = level["images_per_s"] / engine_rates[batch]
-    saturated = max(levels, key=lambda lv: lv["images_per_s"])
-    payload = {
-        "benchmark": "http",
-        "mode": "full" if full else "quick",
-        "model": card.ref,
-        "config": card.config.to_dict(),
-        "engine": kind,
-        "max_batch_size": max_batch_size,
-        "jpeg": {"size": list(JPEG_SIZE), "count": len(jpegs), "mean_bytes": float(np.mean([len(j) for j in jpegs]))},
-        "environment": report.environment(threads),
-        "preprocess_ms_one_core": preprocess_ms(jpegs, card.data),
-        "engine_only_images_per_s": {str(k): v for k, v in engine_rates.items()},
-        "levels": levels,
-        "saturation": {
-            "concurrency": saturated["concurrency"],
-            "e2e_images_per_s": saturated["images_per_s"],
-            "engine_only_at_max_batch": engine_rates[max_batch_size],
-            "e2e_over_engine_at_max_batch": saturated["images_per_s"] / engine_rates[max_batch_size],
-        },
-    }
-    _write_outputs(out, payload)
-    return payload
+    with bench_workdir() as workdir:
+        variant = get_variant("vit_base_patch16_224")
+        config, data = (variant.config, variant.data) if full else (QUICK_CONFIG, DataConfig(img_size=64))
+        store, card = bench_store(config, data, workdir / "store")
+        kind = resolve_kind(engine, "CPU")
+        jpegs = realistic_jpegs()
+        levels = []
+        with running_server(
+            store, card, engine=kind, max_batch_size=max_batch_size, threads=threads, log_path=workdir / "serve.log"
+        ) as url:
+            asyncio.run(sweep_level(url, jpegs, 2, 4))  # first requests: connection set-up, lazy imports
+            for c in concurrency:
+                before = batch_counters(url)
+                level = asyncio.run(sweep_level(url, jpegs, c, max(c * requests_per_client, 8)))
+                after = batch_counters(url)
+                calls = after[1] - before[1]
+                level["mean_batch_size"] = (after[0] - before[0]) / calls if calls else None
+                logger.info(
+                    "concurrency %3d: %.2f img/s, p50 %.0f ms, mean batch %s",
+                    c,
+                    level["images_per_s"],
+                    level["p50_ms"],
+                    level["mean_batch_size"],
+                )
+                levels.append(level)
+        sizes = sorted({max_batch_size} | {max(1, round(lv["mean_batch_size"] or 1)) for lv in levels})
+        engine_rates = engine_only(store, card, kind, sizes, jpegs, threads)
+        for level in levels:
+            batch = max(1, round(level["mean_batch_size"] or 1))
+            level["engine_only_images_per_s"] = engine_rates[batch]
+            level["e2e_over_engine"] = level["images_per_s"] / engine_rates[batch]
+        saturated = max(levels, key=lambda lv: lv["images_per_s"])
+        payload = {
+            "benchmark": "http",
+            "mode": "full" if full else "quick",
+            "model": card.ref,
+            "config": card.config.to_dict(),
+            "engine": kind,
+            "max_batch_size": max_batch_size,
+            "jpeg": {
+                "size": list(JPEG_SIZE),
+                "count": len(jpegs),
+                "mean_bytes": float(np.mean([len(j) for j in jpegs])),
+            },
+            "environment": report.environment(threads),
+            "preprocess_ms_one_core": preprocess_ms(jpegs, card.data),
+            "engine_only_images_per_s": {str(k): v for k, v in engine_rates.items()},
+            "levels": levels,
+            "saturation": {
+                "concurrency": saturated["concurrency"],
+                "e2e_images_per_s": saturated["images_per_s"],
+                "engine_only_at_max_batch": engine_rates[max_batch_size],
+                "e2e_over_engine_at_max_batch": saturated["images_per_s"] / engine_rates[max_batch_size],
+            },
+        }
+        _write_outputs(out, payload)
+        return payload
 
 
 def _write_outputs(out: Path, payload: dict[str, Any]) -> None:

@@ -109,11 +109,11 @@ _BACKENDS = {
 
 
 def resolve_kind(kind: str, device_target: str) -> str:
-    """``auto`` → the backend for the device: on CPU the fastest measured one (ONNX Runtime on the MindSpore
+    """``auto`` → the backend for the device: on CPU the fastest measured one (OpenVINO on the MindSpore
     export; benchmarks/README.md has the numbers), on Ascend/GPU MindSpore itself."""
     if kind != "auto":
         return kind
-    return "onnxruntime" if device_target == "CPU" else "mindspore"
+    return "openvino" if device_target == "CPU" else "mindspore"
 
 
 def build_engine(kind: str, card: Card, store: ModelStore, settings: Settings) -> Engine:

@@ -46,3 +46,23 @@ def test_quick_engine_bench_writes_json_markdown_and_png(tmp_path: Path) -> None
     table = (tmp_path / "engine.md").read_text()
     assert table.startswith("| engine[graph] dtype |") and all(label in table for label in EXPECTED_RUNNERS)
     assert (tmp_path / "engine.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_quick_http_bench_drives_a_real_server(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "benchmarks.http_bench", "--quick", "--out", str(tmp_path)]
+    command += ["--concurrency", "1", "4", "--max-batch-size", "4", "--threads", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    payload = json.loads((tmp_path / "http.json").read_text())
+    assert payload["engine"] == "openvino"  # what auto picks on CPU
+    assert [level["concurrency"] for level in payload["levels"]] == [1, 4]
+    for level in payload["levels"]:
+        assert level["ok"] == level["requests"] and not level["failures"]  # every request answered 200
+        assert level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"]
+        assert 1 <= level["mean_batch_size"] <= 4 and level["e2e_over_engine"] > 0
+    assert payload["levels"][0]["mean_batch_size"] == 1  # one client at a time cannot share a batch
+    assert payload["jpeg"]["size"] == [500, 375] and payload["preprocess_ms_one_core"] > 0
+    assert (tmp_path / "http.md").read_text().startswith("| concurrency |")
+    assert (tmp_path / "http.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -179,3 +179,37 @@ def test_int8_agrees_with_fp32_on_real_images(tmp_path: Path) -> None:
     assert on_photos["images"] == 8 and 0 <= on_photos["top1_agreement"] <= 1
     metrics = store.resolve(card.ref).metrics
     assert metrics["digits-val@int8"] == digits and metrics["skimage-photos@int8"] == on_photos
+
+
+# --- engine selection -----------------------------------------------------------------------------------
+
+
+def test_auto_picks_the_fastest_cpu_backend_and_mindspore_elsewhere() -> None:
+    from service.engine import resolve_kind
+
+    assert resolve_kind("auto", "CPU") == "openvino"  # benchmarks/README.md: fastest fp32 on CPU here
+    assert resolve_kind("auto", "Ascend") == resolve_kind("auto", "GPU") == "mindspore"
+    assert resolve_kind("onnxruntime", "CPU") == "onnxruntime"
+
+
+def test_the_service_does_not_import_cpu_engine_packages_until_chosen() -> None:
+    """The Ascend image need not carry onnx/onnxruntime/openvino: importing the service must not load them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, service.app, service.engine, service.onnx_engine, service.openvino_engine, vit.export\n"
+        "loaded = sorted(m for m in ('onnx', 'onnxruntime', 'openvino') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_int8_opt_in_is_served_by_onnx_runtime_under_openvino(
+    published: tuple[ModelStore, Card, StateDict],
+) -> None:
+    store, card, _ = published
+    settings = SimpleNamespace(batch_sizes=(1,), engine_threads=1, engine_precision="int8", device_target="CPU")
+    engine = build_engine("auto", card, store, settings)  # type: ignore[arg-type]
+    assert isinstance(engine, OnnxRuntimeEngine) and "-int8-" in engine.path.name
