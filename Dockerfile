@@ -13,7 +13,7 @@
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
-# The interpreter the environment is built on, and optional extras (e.g. "cpu-engines" for ONNX Runtime/OpenVINO).
+# The interpreter the environment is built on, and optional extras (e.g. "convert": torch, to import .pth checkpoints).
 ARG PYTHON=python3
 ARG VITSERVE_EXTRAS=""
 WORKDIR /src

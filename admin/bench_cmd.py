@@ -9,7 +9,7 @@ from typing import Any
 from admin.errors import CommandError
 
 EPILOG = """examples:
-  vitserve bench --quick                      tiny model, engine + HTTP, about two minutes
+  vitserve bench --quick                      tiny model, engine + HTTP, under a minute
   vitserve bench --full --out bench-results   ViT-B/16 (tens of minutes on 2 cores)
   vitserve bench --only engine --engines onnxruntime torch --threads 2
   vitserve bench --only engine --model digits-vit --store ./store     a store version's own weights

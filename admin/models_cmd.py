@@ -1,5 +1,5 @@
-"""`vitserve models list|show|promote|rollback|delete|gc`, plus the registration of `import`, `ckpt upload`
-and `predict` (their handlers live in ``admin.import_cmd`` and ``admin.predict_cmd``)."""
+"""`vitserve models list|show|promote|rollback|delete|gc|set-precision`, plus the registration of `import`,
+`ckpt upload` and `predict` (their handlers live in ``admin.import_cmd`` and ``admin.predict_cmd``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import textwrap
 from collections.abc import Sequence
 
 from admin import import_cmd, predict_cmd
+from admin.errors import CommandError
 from admin.store_args import open_store, store_parent, user_errors
 from model_store import Card, ModelStore
 from model_store.reference import parse_reference
@@ -21,6 +22,7 @@ EPILOG = """examples:
   vitserve models rollback vit-base          production back to the version it named before
   vitserve models delete vit-base:1
   vitserve models gc vit-base                remove unaliased versions except the latest
+  vitserve models set-precision vit-base:2 int8   serve version 2 at int8 (measure: bench --only precision)
 """
 
 
@@ -46,6 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_show)
 
     _add_alias_actions(actions, parent)
+    _add_set_precision(actions, parent)
     import_cmd.register(sub, parent)
     predict_cmd.register(sub, parent)
 
@@ -89,6 +92,25 @@ def _add_alias_actions(
     )
     p.add_argument("name")
     p.set_defaults(func=cmd_gc)
+
+
+def _add_set_precision(
+    actions: argparse._SubParsersAction[argparse.ArgumentParser], parent: argparse.ArgumentParser
+) -> None:
+    p = _action(
+        actions,
+        parent,
+        "set-precision",
+        "choose the precision a version is served with (int8 needs a measured accuracy)",
+        "Set the precision NAME:V is served with by the CPU engines when the service's engine precision is auto "
+        "(the default); it takes effect when the service next loads the version. int8 (ONNX Runtime's quantised "
+        "export) is refused unless the card holds a measured '<dataset>@int8' entry, written by "
+        "`vitserve bench --only precision --model NAME:V`, or --force is given. fp32 undoes it.",
+    )
+    p.add_argument("ref", metavar="NAME:V")
+    p.add_argument("precision", metavar="{int8,fp32}")  # checked by the store, which names what it accepts
+    p.add_argument("--force", action="store_true", help="opt into int8 without a measured accuracy")
+    p.set_defaults(func=cmd_set_precision)
 
 
 def _action(
@@ -199,6 +221,38 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_set_precision(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    with user_errors():
+        parsed = parse_reference(args.ref)
+        if parsed.version is None:
+            raise CommandError(f"set-precision needs an explicit version (name:V), got {args.ref!r}")
+        card = store.card(parsed.name, parsed.version)
+        measured = _measured_agreement(card, args.precision)
+        if args.precision == "int8" and not measured and not args.force:
+            raise CommandError(
+                f"{card.ref} has no measured int8 accuracy in its card; run "
+                f"`vitserve bench --only precision --model {card.ref}` first, or pass --force"
+            )
+        card = store.set_serving(card.ref, precision=args.precision)
+    if measured:
+        note = " (measured top1_agreement: " + ", ".join(f"{d} {v:.4f}" for d, v in measured.items()) + ")"
+    else:
+        note = " (no measured accuracy: forced)" if args.precision == "int8" else ""
+    print(f"{card.ref} serves at {card.serving['precision']}{note}")
+    return 0
+
+
+def _measured_agreement(card: Card, precision: str) -> dict[str, float]:
+    """``dataset`` → top-1 agreement with fp32 of the ``"<dataset>@<precision>"`` metrics in ``card``."""
+    suffix = f"@{precision}"
+    return {
+        dataset.removesuffix(suffix): values["top1_agreement"]
+        for dataset, values in sorted(card.metrics.items())
+        if dataset.endswith(suffix) and "top1_agreement" in values
+    }
+
+
 def _print_card(card: Card, aliases: dict[str, int]) -> None:
     cfg = card.config
     held = sorted(a for a, v in aliases.items() if v == card.version)
@@ -215,6 +269,7 @@ def _print_card(card: Card, aliases: dict[str, int]) -> None:
         ("weights", f"{card.weights} sha256 {card.sha256}"),
         ("lineage", json.dumps(card.lineage, sort_keys=True)),
         ("metrics", _metrics_text(card) or "-"),
+        ("serving", " ".join(f"{k}={v}" for k, v in sorted(card.serving.items())) or "-"),
     ]  # fmt: skip
     width = max(len(key) for key, _ in lines)
     for key, value in lines:

@@ -43,6 +43,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--model", dest="default_model", metavar="REF", help="model served at start (default digits-vit)")
     p.add_argument("--device", dest="device_target", choices=["CPU", "GPU", "Ascend"], help="device (default CPU)")
     p.add_argument("--engine", choices=["auto", "mindspore", "onnxruntime", "openvino"], help="inference backend")
+    p.add_argument("--engine-threads", type=int, metavar="N", help="CPU engines' threads (default: the CPUs available)")
+    p.add_argument(
+        "--engine-precision",
+        choices=["auto", "fp32", "int8", "bf16"],
+        help="CPU engines' precision (default auto: each version's opt-in, see `vitserve models set-precision`)",
+    )
     p.add_argument("--max-batch-size", type=int, help="largest batch (compiled buckets 1, 2, 4, ... up to it)")
     p.add_argument("--max-delay-ms", type=float, help="how long a batch waits to fill")
     p.add_argument("--queue-size", type=int, help="waiting images per version before 503")
@@ -55,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from service.app import create_app
     from service.settings import SettingsError, load_settings
 
-    names = ["host", "port", "store_root", "default_model", "device_target", "engine", "max_batch_size"]
-    names += ["max_delay_ms", "queue_size", "decode_workers", "log_level"]
+    names = ["host", "port", "store_root", "default_model", "device_target", "engine", "engine_threads"]
+    names += ["engine_precision", "max_batch_size", "max_delay_ms", "queue_size", "decode_workers", "log_level"]
     try:
         settings = load_settings(**{name: getattr(args, name) for name in names})
     except SettingsError as err:

@@ -30,6 +30,8 @@ class Card:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # dataset name → {"top1": ..., ...}
     created_at: str = ""  # ISO 8601, UTC
     description: str = ""
+    # How the version asks to be served, e.g. {"precision": "int8"} (``ModelStore.set_serving`` checks the values).
+    serving: dict[str, str] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:
@@ -40,7 +42,7 @@ class Card:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        raw = {
             "name": self.name,
             "version": self.version,
             "config": self.config.to_dict(),
@@ -53,6 +55,9 @@ class Card:
             "created_at": self.created_at,
             "description": self.description,
         }
+        if self.serving:  # written only when set: a card without it stays readable by releases that predate it
+            raw["serving"] = dict(self.serving)
+        return raw
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Card:
@@ -64,6 +69,10 @@ class Card:
         values["config"] = ViTConfig.from_dict(raw["config"])
         values["data"] = DataConfig.from_dict(raw["data"])
         values["version"] = int(raw["version"])
+        serving = raw.get("serving", {})
+        if not isinstance(serving, dict):
+            raise ValueError(f"card field serving must be an object, got {type(serving).__name__}")
+        values["serving"] = {str(k): str(v) for k, v in serving.items()}
         return cls(**values)
 
     def to_json(self) -> str:

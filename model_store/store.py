@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from model_store.leftovers import remove_leftovers
 from model_store.locking import exclusive_lock, hold_lock
 from model_store.promotion import GATED_ALIAS, check_promotion
 from model_store.reference import parse_reference, validate_name
+from model_store.serving import check_serving
 from model_store.staging import PAUSE_ENV, pause, write_verified
 from model_store.weights import StateDict, check_weights, read_weights, sha256_file
 from vit.config import DataConfig, ViTConfig
@@ -262,11 +263,23 @@ class ModelStore:
         """Store ``metrics`` (e.g. ``{"top1": 0.91, "top5": 0.99}``) under ``dataset`` in the card of ``ref``."""
         if not dataset:
             raise ValueError("record_metrics needs a dataset name")
+        values = {k: float(v) for k, v in metrics.items()}
+        return self._update_card(ref, lambda card: card.replace(metrics={**card.metrics, dataset: values}))
+
+    def set_serving(self, ref: str, **options: str) -> Card:
+        """Merge serving ``options`` (e.g. ``precision="int8"``) into the card of ``ref``; the accepted ones are
+        in ``model_store.serving.SERVING_OPTIONS``, anything else is a ``ValueError`` and changes nothing."""
+        card = self.resolve(ref)
+        checked = check_serving(card.ref, options)
+        card = self._update_card(card.ref, lambda current: current.replace(serving={**current.serving, **checked}))
+        log.info("%s serving options: %s", card.ref, card.serving)
+        return card
+
+    def _update_card(self, ref: str, change: Callable[[Card], Card]) -> Card:
+        """Rewrite the card of ``ref`` as ``change`` makes it, atomically, under the model lock."""
         card = self.resolve(ref)
         with self._locked(card.name):
-            card = self.card(card.name, card.version)  # re-read under the lock: never lose a concurrent update
-            values = {k: float(v) for k, v in metrics.items()}
-            card = card.replace(metrics={**card.metrics, dataset: values})
+            card = change(self.card(card.name, card.version))  # re-read under the lock: keep concurrent updates
             write_json_atomic(self.version_dir(card) / CARD_FILE, card.to_json())
         return card
 

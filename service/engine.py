@@ -10,6 +10,7 @@ Padding waste is reported as a metric (``vitserve_padding_rows_total``).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -113,7 +114,13 @@ def resolve_kind(kind: str, device_target: str) -> str:
     export; benchmarks/README.md has the numbers), on Ascend/GPU MindSpore itself."""
     if kind != "auto":
         return kind
-    return "openvino" if device_target == "CPU" else "mindspore"
+    if device_target != "CPU":
+        return "mindspore"
+    # The CPU runtimes are dependencies, but an image built without them still serves: auto never fails for them.
+    if all(importlib.util.find_spec(module) is not None for module in ("openvino", "onnx")):
+        return "openvino"
+    log.warning("auto engine: openvino/onnx not installed; serving with mindspore")
+    return "mindspore"
 
 
 def build_engine(kind: str, card: Card, store: ModelStore, settings: Settings) -> Engine:
@@ -127,7 +134,7 @@ def build_engine(kind: str, card: Card, store: ModelStore, settings: Settings) -
         factory = getattr(module, factory_name)
     except (ImportError, AttributeError) as err:
         if kind == "auto" and resolved != "mindspore":
-            # The optional CPU runtimes are an extra (`pip install .[cpu-engines]`); auto never fails for lack of one.
+            # A CPU runtime that is present but broken: auto still serves, with MindSpore.
             log.warning("engine %r not installed (%s); auto falls back to mindspore", resolved, err)
             return build_engine("mindspore", card, store, settings)
         raise RuntimeError(f"engine {resolved!r} is not available here: {err}") from err

@@ -11,12 +11,15 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from model_store.card import Card
 from model_store.store import ModelStore
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -75,16 +78,16 @@ def check_batch(batch: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(batch, dtype=np.float32)
 
 
-def engine_options(card: Card, settings: Any) -> tuple[int | None, str]:
-    """(threads, precision) for a CPU engine: the settings' values, else the version's opt-in, else fp32."""
-    threads = getattr(settings, "engine_threads", None)
-    precision = getattr(settings, "engine_precision", "auto") or "auto"
+def engine_options(card: Card, settings: Settings) -> tuple[int | None, str]:
+    """(threads, precision) for a CPU engine: the settings' values; precision ``auto`` → the version's opt-in
+    (``card.serving["precision"]``, set by ``vitserve models set-precision``), else fp32."""
+    precision: str = settings.engine_precision
     if precision == "auto":
-        precision = dict(getattr(card, "serving", None) or {}).get("precision", "fp32")
-    return threads, str(precision)
+        precision = card.serving.get("precision", "fp32")
+    return settings.engine_threads, precision
 
 
-def build_onnxruntime_engine(card: Card, store: ModelStore, settings: Any) -> OnnxRuntimeEngine:
+def build_onnxruntime_engine(card: Card, store: ModelStore, settings: Settings) -> OnnxRuntimeEngine:
     """The service's factory: ``card``'s version on ONNX Runtime, from its cached export."""
     threads, precision = engine_options(card, settings)
     return onnxruntime_engine_for(store, card, batch_sizes=settings.batch_sizes, precision=precision, threads=threads)

@@ -13,13 +13,16 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from model_store.card import Card
 from model_store.store import ModelStore
-from service.onnx_engine import check_batch, default_threads, engine_options
+from service.onnx_engine import OnnxRuntimeEngine, check_batch, default_threads, engine_options
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +82,7 @@ class OpenVinoEngine:
             self.run(np.zeros((size, *self.input_shape), np.float32))
 
 
-def build_openvino_engine(card: Card, store: ModelStore, settings: Any) -> Any:
+def build_openvino_engine(card: Card, store: ModelStore, settings: Settings) -> OpenVinoEngine | OnnxRuntimeEngine:
     """The service's factory: ``card``'s version on OpenVINO. A version that opted into int8 gets ONNX Runtime's
     int8 engine instead (the quantised graph is ONNX Runtime's; OpenVINO's own reduced precision is bf16)."""
     threads, precision = engine_options(card, settings)

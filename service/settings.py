@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DeviceTarget = Literal["CPU", "GPU", "Ascend"]
 EngineKind = Literal["auto", "mindspore", "onnxruntime", "openvino"]
+EnginePrecision = Literal["auto", "fp32", "int8", "bf16"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -30,7 +31,14 @@ class Settings(BaseSettings):
     store_root: Path = Path("store")  # the model store's directory
     default_model: str = "digits-vit"  # reference loaded and served at start-up (name, name:V, name@alias)
     device_target: DeviceTarget = "CPU"
-    engine: EngineKind = "auto"  # auto: MindSpore for now (the CPU backends register themselves here later)
+    # auto (service/engine.py resolve_kind): on CPU OpenVINO, whose factory hands a version served at int8 to ONNX
+    # Runtime; MindSpore when the openvino package is not installed. On GPU/Ascend: MindSpore.
+    engine: EngineKind = "auto"
+    engine_threads: int | None = Field(None, ge=1)  # intra-op threads of the CPU engines; unset → this process's CPUs
+    # CPU engines' arithmetic (MindSpore ignores it): auto → the version's opt-in (its card's serving precision,
+    # else fp32); int8 runs on ONNX Runtime under either CPU engine; bf16 is OpenVINO's only (fp32 on a CPU
+    # without bf16 instructions).
+    engine_precision: EnginePrecision = "auto"
     max_batch_size: int = Field(8, ge=1, le=256)  # the largest compiled batch; buckets are powers of two up to it
     max_delay_ms: float = Field(5.0, ge=0, le=1000)  # how long the first request of a batch waits for company
     # Images waiting per loaded version, and (plus max_batch_size) images admitted at once; beyond → 503.
@@ -67,6 +75,11 @@ class Settings(BaseSettings):
         if isinstance(value, str) and value.lower() == "ascend":
             return "Ascend"
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("engine_precision", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("admin_token")
     @classmethod

@@ -8,7 +8,7 @@
 # SRC     the source tree to install (default: this repository).
 # Environment:
 #   PYTHON            interpreter the environment is based on (default python3; a CANN image's Python 3.11)
-#   VITSERVE_EXTRAS   optional extras to install, e.g. "cpu-engines" (ONNX Runtime/OpenVINO on CPU images)
+#   VITSERVE_EXTRAS   optional extras to install, e.g. "convert" (torch, to import .pth checkpoints)
 #
 # Afterwards PREFIX/bin holds python, vitserve, dumb-init (PID 1 in the image) and PREFIX/scripts the start and
 # training entry scripts.

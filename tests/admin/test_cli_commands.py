@@ -138,9 +138,33 @@ def test_predict_table_and_errors(digits_store, tmp_path, capsys):
 
 
 def test_help_explains_each_command_with_examples(capsys):
-    for argv in (["models"], ["models", "promote"], ["import"], ["ckpt", "upload"], ["predict"]):
+    for argv in (["models"], ["models", "promote"], ["models", "set-precision"], ["import"], ["ckpt", "upload"],
+                 ["predict"]):  # fmt: skip
         with pytest.raises(SystemExit) as exited:
             build_parser().parse_args([*argv, "--help"])
         assert exited.value.code == 0
         text = capsys.readouterr().out
         assert "usage: vitserve " + " ".join(argv) in text and "examples:" in text
+
+
+def test_set_precision_needs_a_measured_int8_accuracy_or_force(digits_store, capsys):
+    root = digits_store.root
+    code, _, err = _run(capsys, "models", "set-precision", "digits:2", "int8", "--store", root)
+    _assert_one_line_error(code, err, "digits:2 has no measured int8", "--only precision --model digits:2", "--force")
+    assert digits_store.card("digits", 2).serving == {}
+    code, _, err = _run(capsys, "models", "set-precision", "digits", "int8", "--store", root)
+    _assert_one_line_error(code, err, "explicit version")
+    code, _, err = _run(capsys, "models", "set-precision", "digits:2", "bf16", "--store", root)
+    _assert_one_line_error(code, err, "choose one of: fp32, int8")
+    metrics = {"top1_agreement": 0.9972, "top1_fp32": 0.93, "top1_delta": -0.0028, "max_abs_logit_diff": 0.2}
+    digits_store.record_metrics("digits:2", "digits-val@int8", metrics)
+    code, out, _ = _run(capsys, "models", "set-precision", "digits:2", "int8", "--store", root)
+    assert code == 0 and out.strip() == "digits:2 serves at int8 (measured top1_agreement: digits-val 0.9972)"
+    assert digits_store.card("digits", 2).serving == {"precision": "int8"}
+    code, out, _ = _run(capsys, "models", "set-precision", "digits:1", "int8", "--force", "--store", root)
+    assert code == 0 and "forced" in out and digits_store.card("digits", 1).serving == {"precision": "int8"}
+    code, out, _ = _run(capsys, "models", "show", "digits:2", "--store", root)
+    assert "precision=int8" in next(line for line in out.splitlines() if line.startswith("serving"))
+    code, out, _ = _run(capsys, "models", "set-precision", "digits:1", "fp32", "--store", root)
+    assert code == 0 and out.strip() == "digits:1 serves at fp32"
+    assert digits_store.card("digits", 1).serving == {"precision": "fp32"}

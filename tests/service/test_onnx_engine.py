@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import mindspore as ms
 import numpy as np
@@ -16,8 +15,9 @@ from model_store.card import Card
 from service import export_cache
 from service.engine import build_engine
 from service.export_cache import cache_path, cached_onnx
-from service.onnx_engine import OnnxRuntimeEngine
+from service.onnx_engine import OnnxRuntimeEngine, engine_options
 from service.precision_check import measure_precision
+from service.settings import Settings, load_settings
 from tests.service import digits_tiny
 from vit.checkpoint import StateDict, load_state_dict, state_dict
 from vit.config import DataConfig, ViTConfig
@@ -115,11 +115,11 @@ def test_cache_is_reused_across_engines(published: tuple[ModelStore, Card, State
     manifest = json.loads(path.with_suffix(".json").read_text())
     assert manifest["weights_sha256"] == card.sha256 and manifest["file_sha256"] == export_cache.sha256_of(path)
     forbid_export(monkeypatch)
-    settings = SimpleNamespace(batch_sizes=(1, 2), engine_threads=1, device_target="CPU")
-    engine = build_engine("onnxruntime", card, store, settings)  # type: ignore[arg-type]
+    settings = cpu_settings(max_batch_size=2, engine_precision="auto")
+    engine = build_engine("onnxruntime", card, store, settings)
     x = np.random.default_rng(3).standard_normal((2, *SHAPE)).astype(np.float32)
     np.testing.assert_allclose(engine.run(x), mindspore_logits(TINY, state, x), atol=1e-4, rtol=0)
-    assert build_engine("openvino", card, store, settings).run(x).shape == (2, 10)  # type: ignore[arg-type]
+    assert build_engine("openvino", card, store, settings).run(x).shape == (2, 10)
 
 
 @pytest.mark.parametrize("damage", ["library_version", "corrupt_bytes", "missing_manifest"])
@@ -210,6 +210,25 @@ def test_int8_opt_in_is_served_by_onnx_runtime_under_openvino(
     published: tuple[ModelStore, Card, StateDict],
 ) -> None:
     store, card, _ = published
-    settings = SimpleNamespace(batch_sizes=(1,), engine_threads=1, engine_precision="int8", device_target="CPU")
-    engine = build_engine("auto", card, store, settings)  # type: ignore[arg-type]
+    engine = build_engine("auto", card, store, cpu_settings(engine_precision="int8"))
     assert isinstance(engine, OnnxRuntimeEngine) and "-int8-" in engine.path.name
+
+
+def test_a_version_opted_into_int8_gets_the_int8_engine_under_auto(
+    published: tuple[ModelStore, Card, StateDict],
+) -> None:
+    store, card, _ = published
+    auto = cpu_settings(engine_precision="auto")
+    assert engine_options(card, auto) == (1, "fp32")  # no opt-in: fp32
+    card = store.set_serving(card.ref, precision="int8")
+    assert engine_options(card, auto) == (1, "int8")
+    assert engine_options(card, cpu_settings(engine_precision="fp32")) == (1, "fp32")  # the service's setting wins
+    engine = build_engine("auto", store.resolve(card.ref), store, auto)  # the card as the service reads it
+    assert isinstance(engine, OnnxRuntimeEngine) and "-int8-" in engine.path.name and engine.threads == 1
+    x = np.random.default_rng(5).standard_normal((1, *SHAPE)).astype(np.float32)
+    assert engine.run(x).shape == (1, TINY.num_classes)
+
+
+def cpu_settings(**overrides: object) -> Settings:
+    """Real service settings for a CPU engine: one thread, small buckets, the given overrides on top."""
+    return load_settings(**{"device_target": "CPU", "engine_threads": 1, "max_batch_size": 1, **overrides})

@@ -65,3 +65,25 @@ def test_empty_admin_token_disables_admin(monkeypatch: pytest.MonkeyPatch) -> No
 def test_requests_bigger_than_admission_are_a_start_up_error() -> None:
     with pytest.raises(SettingsError, match="max_images"):
         load_settings(queue_size=4, max_batch_size=2, max_images=8)
+
+
+def test_cpu_engine_threads_and_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("VITSERVE_ENGINE_THREADS", "VITSERVE_ENGINE_PRECISION"):
+        monkeypatch.delenv(key, raising=False)
+    s = load_settings()
+    assert s.engine_threads is None and s.engine_precision == "auto"
+    monkeypatch.setenv("VITSERVE_ENGINE_THREADS", "3")
+    monkeypatch.setenv("VITSERVE_ENGINE_PRECISION", "INT8")
+    s = load_settings()
+    assert s.engine_threads == 3 and s.engine_precision == "int8"
+    assert load_settings(engine_precision="bf16").engine_precision == "bf16"  # the CLI flag wins
+
+
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [("VITSERVE_ENGINE_THREADS", "0"), ("VITSERVE_ENGINE_THREADS", "two"), ("VITSERVE_ENGINE_PRECISION", "fp16")],
+)
+def test_bad_cpu_engine_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, env: str, value: str) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(SettingsError, match=f"{env}='{value}'"):
+        load_settings()

@@ -1,0 +1,25 @@
+"""Serving options a version opts into (``Card.serving``), and the values the store accepts for them.
+
+``precision``: ``"fp32"`` (the default when unset) or ``"int8"`` (ONNX Runtime's dynamically quantised export;
+opt in after measuring it: ``vitserve bench --only precision`` records ``"<dataset>@int8"`` metrics). The CPU
+engines read it when the service's ``engine_precision`` is ``auto``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+SERVING_OPTIONS: dict[str, tuple[str, ...]] = {"precision": ("fp32", "int8")}
+
+
+def check_serving(ref: str, options: Mapping[str, object]) -> dict[str, str]:
+    """``options`` as stored, or a ``ValueError`` naming ``ref``, the bad option and what is accepted."""
+    if not options:
+        raise ValueError(f"{ref}: no serving option given; known: {', '.join(SERVING_OPTIONS)}")
+    for key, value in options.items():
+        allowed = SERVING_OPTIONS.get(key)
+        if allowed is None:
+            raise ValueError(f"{ref}: unknown serving option {key!r}; known: {', '.join(SERVING_OPTIONS)}")
+        if value not in allowed:
+            raise ValueError(f"{ref}: serving {key} {value!r} is not supported; choose one of: {', '.join(allowed)}")
+    return {key: str(value) for key, value in options.items()}
