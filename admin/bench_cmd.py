@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from admin.errors import CommandError
+from vitserve.admin.errors import CommandError
 
 EPILOG = """examples:
   vitserve bench --quick                      tiny model, engine + HTTP, under a minute
@@ -49,8 +49,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from benchmarks.engine_bench import run_engine_bench
-        from benchmarks.http_bench import run_http_bench
+        from vitserve.benchmarks.engine_bench import run_engine_bench
+        from vitserve.benchmarks.http_bench import run_http_bench
     except ImportError as err:
         raise CommandError(f"the benchmarks need the optional engines and peers installed: {err}") from err
     if args.engine not in ("auto", "mindspore", "onnxruntime", "openvino"):
@@ -80,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
 def _precision(args: argparse.Namespace) -> int:
     import json
 
-    from benchmarks.precision_bench import run_precision_bench
-    from model_store import ModelStore
-    from model_store.errors import StoreError
+    from vitserve.benchmarks.precision_bench import run_precision_bench
+    from vitserve.model_store import ModelStore
+    from vitserve.model_store.errors import StoreError
 
     if not args.model:
         raise CommandError("--only precision needs --model REF")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from admin.errors import CommandError
-from vit.checkpoint import CheckpointMismatch, save_checkpoint
-from vit.config import ViTConfig, get_config, variant_names
-from vit.convert import FORMATS, ConvertedModel, convert_file, from_vitserve_to_mindformers
+from vitserve.admin.errors import CommandError
+from vitserve.vit.checkpoint import CheckpointMismatch, save_checkpoint
+from vitserve.vit.config import ViTConfig, get_config, variant_names
+from vitserve.vit.convert import FORMATS, ConvertedModel, convert_file, from_vitserve_to_mindformers
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from admin.errors import CommandError
-from admin.store_args import config_from_arg, labels_from_file, open_store, read_json_file, user_errors
-from model_store.weights import StateDict, sha256_file
-from vit.config import DataConfig, ViTConfig
+from vitserve.admin.errors import CommandError
+from vitserve.admin.store_args import config_from_arg, labels_from_file, open_store, read_json_file, user_errors
+from vitserve.vit.checkpoint import StateDict
+from vitserve.vit.config import DataConfig, ViTConfig
+from vitserve.vit.files import sha256_file
 
 IMPORT_EPILOG = """examples:
   vitserve import mae_finetuned_vit_base.pth --name vit-base --alias production
@@ -87,7 +88,7 @@ def _register_upload(sub: argparse._SubParsersAction[argparse.ArgumentParser], p
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from vit.convert import convert_file
+    from vitserve.vit.convert import convert_file
 
     if args.src.suffix in (".pth", ".pt") and importlib.util.find_spec("torch") is None:
         raise CommandError(f"reading {args.src.name} needs PyTorch: pip install torch==2.13.0 (CPU), then retry")
@@ -144,7 +145,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def _upload_remote(args: argparse.Namespace, config: ViTConfig, data: DataConfig, labels: list[str]) -> dict[str, Any]:
-    from admin.upload_client import upload
+    from vitserve.admin.upload_client import upload
 
     token = args.token or os.environ.get(TOKEN_ENV)
     if not token:
@@ -156,8 +157,8 @@ def _upload_remote(args: argparse.Namespace, config: ViTConfig, data: DataConfig
 
 def _load_into_model(path: Path, config: ViTConfig) -> StateDict:
     """Read ``path`` and load it into ``VisionTransformer(config)`` (strict), as the service will."""
-    from vit.checkpoint import load_checkpoint_file, load_state_dict
-    from vit.model import create_model
+    from vitserve.vit.checkpoint import load_checkpoint_file, load_state_dict
+    from vitserve.vit.model import create_model
 
     with tqdm(total=2, desc=f"verify {path.name}", unit="step", file=sys.stderr) as bar:
         state = load_checkpoint_file(path)

@@ -7,8 +7,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from admin import bench_cmd, convert_cmd, models_cmd, serve_cmd, train_cmd
-from admin.errors import CommandError
+from vitserve.admin import bench_cmd, convert_cmd, models_cmd, serve_cmd, train_cmd
+from vitserve.admin.errors import CommandError
 
 EPILOG = """examples:
   vitserve bootstrap                          train the embedded default model (digits) into ./store

@@ -8,11 +8,11 @@ import json
 import textwrap
 from collections.abc import Sequence
 
-from admin import import_cmd, predict_cmd
-from admin.errors import CommandError
-from admin.store_args import open_store, store_parent, user_errors
-from model_store import Card, ModelStore
-from model_store.reference import parse_reference
+from vitserve.admin import import_cmd, predict_cmd
+from vitserve.admin.errors import CommandError
+from vitserve.admin.store_args import open_store, store_parent, user_errors
+from vitserve.model_store import Card, ModelStore
+from vitserve.model_store.reference import parse_reference
 
 EPILOG = """examples:
   vitserve models list

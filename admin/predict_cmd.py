@@ -8,8 +8,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from admin.errors import CommandError
-from admin.store_args import open_store, user_errors
+from vitserve.admin.errors import CommandError
+from vitserve.admin.store_args import open_store, user_errors
 
 EPILOG = """examples:
   vitserve predict photo.jpg --model digits-vit
@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], parent: a
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from model_store.pretrained import pipeline
-    from vit.preprocess import ImageError
+    from vitserve.runtime.pipeline import pipeline
+    from vitserve.vit.preprocess import ImageError
 
     if args.top_k < 1:
         raise CommandError(f"--top-k must be >= 1, got {args.top_k}")

@@ -13,7 +13,7 @@ from types import FrameType
 
 import uvicorn
 
-from admin.errors import CommandError
+from vitserve.admin.errors import CommandError
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from service.app import create_app
-    from service.settings import SettingsError, load_settings
+    from vitserve.service.app import create_app
+    from vitserve.service.settings import SettingsError, load_settings
 
     names = ["host", "port", "store_root", "default_model", "device_target", "engine", "engine_threads"]
     names += ["engine_precision", "max_batch_size", "max_delay_ms", "queue_size", "decode_workers", "log_level"]

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from admin.errors import CommandError
-from model_store import ModelStore, StoreError
-from model_store.store import ROOT_ENV, default_root
-from vit.config import DataConfig, ViTConfig, get_variant, variant_names
+from vitserve.admin.errors import CommandError
+from vitserve.model_store import ModelStore, StoreError
+from vitserve.model_store.store import ROOT_ENV, default_root
+from vitserve.vit.config import DataConfig, ViTConfig, get_variant, variant_names
 
 
 def store_parent() -> argparse.ArgumentParser:
@@ -70,7 +70,7 @@ def config_from_arg(value: str) -> tuple[ViTConfig, DataConfig | None]:
 
 def labels_from_file(path: Path | None, num_classes: int) -> list[str]:
     """``--labels``: a JSON list of class names (index order); default ImageNet names or "0".."C-1"."""
-    from model_store.pretrained import default_labels
+    from vitserve.model_store.pretrained import default_labels
 
     if path is None:
         return default_labels(num_classes)

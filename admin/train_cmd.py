@@ -7,9 +7,9 @@ import json
 import time
 from pathlib import Path
 
-from admin.errors import CommandError
-from admin.store_args import open_store, store_parent, user_errors
-from training.config import TrainConfig, load_config
+from vitserve.admin.errors import CommandError
+from vitserve.admin.store_args import open_store, store_parent, user_errors
+from vitserve.training.config import TrainConfig, load_config
 
 DEFAULT_MODEL = "digits-vit"
 
@@ -112,7 +112,7 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.trainer import result_summary, train
+    from vitserve.training.trainer import result_summary, train
 
     with user_errors():
         config = _config_from_args(args)
@@ -123,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from training.evaluate import evaluate_version
+    from vitserve.training.evaluate import evaluate_version
 
     with user_errors():
         card, result = evaluate_version(
@@ -143,7 +143,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
-    from training.bootstrap import bootstrap_digits
+    from vitserve.training.bootstrap import bootstrap_digits
 
     with user_errors():
         store = open_store(args)

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from admin.errors import CommandError
-from vit.config import DataConfig, ViTConfig
+from vitserve.admin.errors import CommandError
+from vitserve.vit.config import DataConfig, ViTConfig
 
 TIMEOUT_S = 600.0  # a ViT-L upload is over a gigabyte; the server verifies before it answers
 

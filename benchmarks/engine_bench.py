@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import report
-from benchmarks.flops import gemm_gflops, int8_gemm_gops, vit_macs
-from benchmarks.runners import RUNNERS, BenchContext, RunFn, RunnerSpec, Unsupported, bench_workdir
-from benchmarks.timing import Budget, measure_interleaved
-from model_store.card import Card
-from model_store.store import ModelStore
-from vit.config import DataConfig, ViTConfig, get_variant
+from vitserve.benchmarks import report
+from vitserve.benchmarks.flops import gemm_gflops, int8_gemm_gops, vit_macs
+from vitserve.benchmarks.runners import RUNNERS, BenchContext, RunFn, RunnerSpec, Unsupported, bench_workdir
+from vitserve.benchmarks.timing import Budget, measure_interleaved
+from vitserve.model_store.card import Card
+from vitserve.model_store.store import ModelStore
+from vitserve.vit.config import DataConfig, ViTConfig, get_variant
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ BATCH_SIZES = (1, 8, 32)
 
 def bench_store(config: ViTConfig, data: DataConfig, root: Path, seed: int = 0) -> tuple[ModelStore, Card]:
     """A store holding one version with seeded random weights (std 0.02, like a trained ViT's scale)."""
-    from vit.checkpoint import state_dict
-    from vit.model import create_model
+    from vitserve.vit.checkpoint import state_dict
+    from vitserve.vit.model import create_model
 
     rng = np.random.default_rng(seed)
     state = {
@@ -234,7 +234,7 @@ def run_engine_bench(
     ``engines`` keeps only runners whose label contains one of the strings. ``model`` (with ``store_root``)
     benchmarks a store version instead of seeded random weights.
     """
-    from service.onnx_engine import default_threads
+    from vitserve.runtime.onnx_engine import default_threads
 
     threads = threads or default_threads()
     set_thread_limits(threads)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from vit.config import ViTConfig
+from vitserve.vit.config import ViTConfig
 
 
 def vit_macs(config: ViTConfig) -> int:

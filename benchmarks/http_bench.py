@@ -30,12 +30,12 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks import report
-from benchmarks.engine_bench import QUICK_CONFIG, bench_store
-from benchmarks.timing import Budget, measure, percentile_ms
-from model_store.card import Card
-from model_store.store import ModelStore
-from vit.config import DataConfig, get_variant
+from vitserve.benchmarks import report
+from vitserve.benchmarks.engine_bench import QUICK_CONFIG, bench_store
+from vitserve.benchmarks.timing import Budget, measure, percentile_ms
+from vitserve.model_store.card import Card
+from vitserve.model_store.store import ModelStore
+from vitserve.vit.config import DataConfig, get_variant
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def free_port() -> int:
 def serve_command() -> list[str]:
     """The installed ``vitserve`` entry point beside this interpreter, else the same CLI as a module."""
     script = Path(sys.executable).parent / "vitserve"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "admin.main"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "vitserve.admin.main"]
 
 
 @contextlib.contextmanager
@@ -164,7 +164,7 @@ def preprocess_ms(jpegs: Sequence[bytes], data: DataConfig, repeats: int = 5) ->
     """Median ms to decode + resize + crop + normalise one JPEG, on one core (BLAS/thread pools at 1)."""
     from threadpoolctl import threadpool_limits
 
-    from vit.preprocess import preprocess
+    from vitserve.vit.preprocess import preprocess
 
     samples = []
     with threadpool_limits(1):
@@ -180,13 +180,11 @@ def engine_only(
     store: ModelStore, card: Card, engine: str, batch_sizes: Sequence[int], jpegs: Sequence[bytes], threads: int
 ) -> dict[int, float]:
     """images/s of the server's engine in-process, on preprocessed real images, per batch size."""
-    from service.engine import build_engine
-    from service.settings import load_settings
-    from vit.preprocess import preprocess
+    from vitserve.runtime.engine import EngineOptions, build_engine
+    from vitserve.vit.preprocess import preprocess
 
-    settings = load_settings(store_root=store.root, max_batch_size=max(batch_sizes))
-    settings_with_threads = _with_threads(settings, threads)
-    runner = build_engine(engine, card, store, settings_with_threads)
+    options = EngineOptions(batch_sizes=tuple(sorted(set(batch_sizes))), threads=threads)
+    runner = build_engine(engine, card, store, options)
     runner.warmup()
     images = preprocess(list(jpegs), card.data)
     result = {}
@@ -196,15 +194,6 @@ def engine_only(
             "images_per_s"
         ]
     return result
-
-
-def _with_threads(settings: Any, threads: int) -> Any:
-    """The settings with the engine thread count, whether or not this Settings version has the field."""
-    if "engine_threads" in type(settings).model_fields:
-        return settings.model_copy(update={"engine_threads": threads})
-    from types import SimpleNamespace
-
-    return SimpleNamespace(**{**settings.__dict__, "engine_threads": threads, "batch_sizes": settings.batch_sizes})
 
 
 def run_http_bench(
@@ -218,9 +207,9 @@ def run_http_bench(
     max_batch_size: int = 8,
 ) -> dict[str, Any]:
     """Run the sweep against a fresh server and write http.json/.md/.png into ``out``; returns the payload."""
-    from benchmarks.runners import bench_workdir
-    from service.engine import resolve_kind
-    from service.onnx_engine import default_threads
+    from vitserve.benchmarks.runners import bench_workdir
+    from vitserve.runtime.engine import resolve_kind
+    from vitserve.runtime.onnx_engine import default_threads
 
     threads = threads or default_threads()
     with bench_workdir() as workdir:

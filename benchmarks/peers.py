@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from vit.checkpoint import StateDict
-from vit.config import ViTConfig
+from vitserve.vit.checkpoint import StateDict
+from vitserve.vit.config import ViTConfig
 
 _LIBRARY: Any = None  # keeps the operator definitions alive
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from model_store.card import Card
-from model_store.store import ModelStore
+from vitserve.model_store.card import Card
+from vitserve.model_store.store import ModelStore
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def digits_validation(size: int) -> tuple[list[np.ndarray], np.ndarray]:
     from PIL import Image
     from sklearn.datasets import load_digits
 
-    from training.digits import validation_mask
+    from vitserve.training.digits import validation_mask
 
     bunch = load_digits()
     keep = validation_mask(bunch.target, seed=0)
@@ -63,7 +63,7 @@ def run_precision_bench(
     store: ModelStore, ref: str, *, precision: str = "int8", threads: int | None = None, record: bool = True
 ) -> dict[str, dict[str, float]]:
     """Measure (and record in the card) ``precision`` against fp32 on the photos and, for a digits model, digits."""
-    from service.precision_check import measure_precision
+    from vitserve.benchmarks.precision_check import measure_precision
 
     card = store.resolve(ref)
     results = {

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from model_store.card import Card
-from model_store.store import ModelStore
+from vitserve.model_store.card import Card
+from vitserve.model_store.store import ModelStore
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class BenchContext:
 
     def timm_model(self) -> Any:
         if self._timm is None:
-            from benchmarks.peers import timm_model
+            from vitserve.benchmarks.peers import timm_model
 
             state, _ = self.store.load(self.card.ref)
             self._timm = timm_model(self.card.config, state)
@@ -58,9 +58,9 @@ class BenchContext:
 
 
 def _mindspore(ctx: BenchContext) -> RunFn:
-    from service.engine import MindSporeEngine
-    from vit.checkpoint import load_state_dict
-    from vit.model import create_model
+    from vitserve.runtime.engine import MindSporeEngine
+    from vitserve.vit.checkpoint import load_state_dict
+    from vitserve.vit.model import create_model
 
     state, card = ctx.store.load(ctx.card.ref)
     model = create_model(card.config)
@@ -71,7 +71,7 @@ def _mindspore(ctx: BenchContext) -> RunFn:
 
 def _ours_ort(precision: str) -> Callable[[BenchContext], RunFn]:
     def build(ctx: BenchContext) -> RunFn:
-        from service.onnx_engine import onnxruntime_engine_for
+        from vitserve.runtime.onnx_engine import onnxruntime_engine_for
 
         return onnxruntime_engine_for(
             ctx.store, ctx.card, batch_sizes=ctx.batch_sizes, precision=precision, threads=ctx.threads
@@ -82,7 +82,7 @@ def _ours_ort(precision: str) -> Callable[[BenchContext], RunFn]:
 
 def _ours_openvino(precision: str) -> Callable[[BenchContext], RunFn]:
     def build(ctx: BenchContext) -> RunFn:
-        from service.openvino_engine import openvino_engine_for
+        from vitserve.runtime.openvino_engine import openvino_engine_for
 
         engine = openvino_engine_for(
             ctx.store, ctx.card, batch_sizes=ctx.batch_sizes, precision=precision, threads=ctx.threads
@@ -113,7 +113,7 @@ def _torch_eager(autocast_bf16: bool) -> Callable[[BenchContext], RunFn]:
 
 
 def _torch_export_path(ctx: BenchContext) -> Path:
-    from benchmarks.peers import torch_onnx_export
+    from vitserve.benchmarks.peers import torch_onnx_export
 
     path = ctx.workdir / "torch-export.onnx"
     if not path.exists():

@@ -3,8 +3,8 @@
 ``from_pretrained`` and ``pipeline`` live in ``model_store.pretrained`` (they build MindSpore models).
 """
 
-from model_store.card import Card
-from model_store.errors import (
+from vitserve.model_store.card import Card
+from vitserve.model_store.errors import (
     AliasedVersion,
     IntegrityError,
     InvalidName,
@@ -12,7 +12,7 @@ from model_store.errors import (
     PromotionRefused,
     StoreError,
 )
-from model_store.store import ModelStore, default_root
+from vitserve.model_store.store import ModelStore, default_root
 
 __all__ = [
     "AliasedVersion",

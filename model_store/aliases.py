@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model_store.card import write_json_atomic
-from model_store.errors import IntegrityError
+from vitserve.model_store.errors import IntegrityError
+from vitserve.vit.files import write_text_atomic
 
 ALIASES_FILE = "aliases.json"
 
@@ -51,4 +51,4 @@ def read_aliases(model_dir: Path) -> AliasTable:
 def write_aliases(model_dir: Path, table: AliasTable) -> None:
     history = {alias: versions for alias, versions in table.history.items() if versions}
     text = json.dumps({"aliases": table.aliases, "history": history}, indent=2, sort_keys=True) + "\n"
-    write_json_atomic(model_dir / ALIASES_FILE, text)
+    write_text_atomic(model_dir / ALIASES_FILE, text)

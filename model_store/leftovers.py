@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from model_store.locking import try_lock
+from vitserve.model_store.locking import try_lock
 
 
 def remove_leftovers(model_dir: Path) -> list[str]:

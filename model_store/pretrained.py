@@ -1,4 +1,5 @@
-"""The seed's Python surface: ``from_pretrained`` (a ready model) and ``pipeline`` (images → top-k labels).
+"""``from_pretrained``: a ready MindSpore model for a store reference or a local checkpoint (the seed's surface;
+``pipeline`` is in ``vitserve.runtime.pipeline``).
 
 ``from_pretrained`` never returns random weights: an unknown reference or a checkpoint that does not fit its
 config is an error that says what is missing or what the store has.
@@ -7,25 +8,18 @@ config is an error that says what is missing or what the store has.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from model_store.card import WEIGHTS_FILE, Card
-from model_store.errors import IntegrityError, ModelNotFound
-from model_store.store import ModelStore
-from model_store.weights import StateDict, check_weights, read_weights, sha256_file
-from vit.config import DataConfig, ViTConfig, variant_names
-from vit.labels import imagenet_1k_labels
-from vit.model import VisionTransformer, create_model
-from vit.preprocess import ImageSource, preprocess
-
-TASK = "image_classification"
-DEFAULT_TOP_K = 3  # the seed's pipeline default
-_BATCH = 32  # images per forward pass inside a pipeline call
+from vitserve.model_store.card import WEIGHTS_FILE, Card
+from vitserve.model_store.errors import IntegrityError, ModelNotFound
+from vitserve.model_store.store import ModelStore
+from vitserve.model_store.weights import check_weights
+from vitserve.vit.checkpoint import StateDict, load_checkpoint_file
+from vitserve.vit.config import DataConfig, ViTConfig, variant_names
+from vitserve.vit.files import sha256_file
+from vitserve.vit.labels import imagenet_1k_labels
+from vitserve.vit.model import VisionTransformer, create_model
 
 
 @dataclass(frozen=True)
@@ -44,7 +38,7 @@ def from_pretrained(ref_or_path: str | Path, *, store: ModelStore | None = None)
     ``config.json`` (optionally ``data.json`` and ``labels.json``: what ``vitserve convert --out DIR``
     writes), or a ``.ckpt`` file with ``config.json`` beside it. ``store`` defaults to ``ModelStore()``.
     """
-    from vit.checkpoint import load_state_dict
+    from vitserve.vit.checkpoint import load_state_dict
 
     path = Path(ref_or_path)
     looks_local = isinstance(ref_or_path, Path) or "/" in str(ref_or_path) or path.suffix == ".ckpt"
@@ -91,7 +85,7 @@ def _load_local(path: Path) -> tuple[StateDict, Card]:
         else default_labels(config.num_classes)
     )
     try:
-        state = read_weights(weights)
+        state = load_checkpoint_file(weights)
         check_weights(state, config)
     except ValueError as err:
         raise IntegrityError(f"{weights}: {err}") from err
@@ -113,62 +107,3 @@ def default_labels(num_classes: int) -> list[str]:
     if num_classes == 1000:
         return list(imagenet_1k_labels())
     return [str(i) for i in range(num_classes)]
-
-
-class ImageClassificationPipeline:
-    """``pipe(images, top_k=3)`` → per image, ``[{"label", "index", "score"}, ...]`` sorted by score.
-
-    ``images``: one image or a list of them; each a path, encoded bytes, a PIL image or an ``(H, W[, C])``
-    uint8 array (a 4-D ``(B, H, W, C)`` array is a batch). Preprocessing is the card's ``DataConfig``.
-    """
-
-    def __init__(self, pretrained: Pretrained) -> None:
-        self.model = pretrained.model
-        self.card = pretrained.card
-
-    def __call__(
-        self, images: ImageSource | Sequence[ImageSource], top_k: int = DEFAULT_TOP_K
-    ) -> list[list[dict[str, Any]]]:
-        sources = _as_list(images)
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        results: list[list[dict[str, Any]]] = []
-        for start in range(0, len(sources), _BATCH):
-            batch = preprocess(sources[start : start + _BATCH], self.card.data)
-            results += [self._top_k(row, top_k) for row in self.logits(batch)]
-        return results
-
-    def logits(self, batch: np.ndarray) -> np.ndarray:
-        """``(B, 3, H, W)`` float32 → ``(B, num_classes)`` float32 logits."""
-        import mindspore as ms
-
-        return np.asarray(self.model(ms.Tensor(batch)).asnumpy())
-
-    def _top_k(self, logits: np.ndarray, top_k: int) -> list[dict[str, Any]]:
-        # Softmax in float64 so that small probabilities do not underflow and ties order stably.
-        shifted = logits.astype(np.float64) - np.max(logits)
-        probs = np.exp(shifted) / np.sum(np.exp(shifted))
-        order = np.argsort(-probs, kind="stable")[:top_k]
-        return [{"label": self.card.labels[i], "index": int(i), "score": float(probs[i])} for i in order]
-
-
-def pipeline(
-    task: str = TASK, model: str | Path | Pretrained = "", *, store: ModelStore | None = None
-) -> ImageClassificationPipeline:
-    """The seed's ``pipeline("image_classification", model=...)``: a callable from images to top-k labels."""
-    if task.replace("-", "_") != TASK:
-        raise ValueError(f"unsupported task {task!r}; supported: {TASK!r}")
-    if not model:
-        raise ValueError("pipeline needs model= (a store reference, a checkpoint directory or a Pretrained)")
-    pretrained = model if isinstance(model, Pretrained) else from_pretrained(model, store=store)
-    if not pretrained.card.config.num_classes:
-        raise ValueError(f"{pretrained.card.ref}: the model has no classifier head (num_classes 0)")
-    return ImageClassificationPipeline(pretrained)
-
-
-def _as_list(images: ImageSource | Sequence[ImageSource]) -> list[ImageSource]:
-    if isinstance(images, np.ndarray):
-        return list(images) if images.ndim == 4 else [images]
-    if isinstance(images, list | tuple):
-        return list(images)
-    return [images]  # type: ignore[list-item]  # one path, bytes object or PIL image

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from model_store.card import Card
-from model_store.errors import PromotionRefused
+from vitserve.model_store.card import Card
+from vitserve.model_store.errors import PromotionRefused
 
 GATED_ALIAS = "production"
 GATE_METRIC = "top1"

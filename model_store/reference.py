@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from model_store.errors import InvalidName
+from vitserve.model_store.errors import InvalidName
 
 # Names become directory names: lower case, no separators, no leading dot (so no traversal, no hidden dirs).
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")

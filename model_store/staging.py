@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from model_store.errors import IntegrityError
-from model_store.weights import StateDict, check_weights, read_weights, sha256_file, write_weights
-from vit.config import ViTConfig
+from vitserve.model_store.errors import IntegrityError
+from vitserve.model_store.weights import check_weights, write_weights
+from vitserve.vit.checkpoint import StateDict, load_checkpoint_file
+from vitserve.vit.config import ViTConfig
+from vitserve.vit.files import sha256_file
 
 # Test hook: publish pauses (sleeps) at the named stage, so a test can kill it there. Stages, in order:
 # "staging" (empty staging dir), "weights" (weights written), "verified", "card" (card written, name lock
@@ -24,7 +26,7 @@ def write_verified(state: StateDict, config: ViTConfig, path: Path) -> str:
     write_weights(state, path)
     pause("weights")
     try:
-        back = read_weights(path)
+        back = load_checkpoint_file(path)
         check_weights(back, config)
     except ValueError as err:
         raise IntegrityError(f"written weights do not read back: {err}") from err

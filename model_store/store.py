@@ -28,17 +28,19 @@ from typing import Any
 
 import numpy as np
 
-from model_store.aliases import AliasTable, read_aliases, write_aliases
-from model_store.card import CARD_FILE, WEIGHTS_FILE, Card, fsync_dir, read_card, write_json_atomic
-from model_store.errors import AliasedVersion, IntegrityError, InvalidName, ModelNotFound, StoreError
-from model_store.leftovers import remove_leftovers
-from model_store.locking import exclusive_lock, hold_lock
-from model_store.promotion import GATED_ALIAS, check_promotion
-from model_store.reference import parse_reference, validate_name
-from model_store.serving import check_serving
-from model_store.staging import PAUSE_ENV, pause, write_verified
-from model_store.weights import StateDict, check_weights, read_weights, sha256_file
-from vit.config import DataConfig, ViTConfig
+from vitserve.model_store.aliases import AliasTable, read_aliases, write_aliases
+from vitserve.model_store.card import CARD_FILE, WEIGHTS_FILE, Card, read_card
+from vitserve.model_store.errors import AliasedVersion, IntegrityError, InvalidName, ModelNotFound, StoreError
+from vitserve.model_store.leftovers import remove_leftovers
+from vitserve.model_store.locking import exclusive_lock, hold_lock
+from vitserve.model_store.promotion import GATED_ALIAS, check_promotion
+from vitserve.model_store.reference import parse_reference, validate_name
+from vitserve.model_store.serving import check_serving
+from vitserve.model_store.staging import PAUSE_ENV, pause, write_verified
+from vitserve.model_store.weights import check_weights
+from vitserve.vit.checkpoint import StateDict, load_checkpoint_file
+from vitserve.vit.config import DataConfig, ViTConfig
+from vitserve.vit.files import fsync_dir, sha256_file, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ class ModelStore:
         card = self.verify(ref)
         path = self.version_dir(card) / card.weights
         try:
-            state = read_weights(path)
+            state = load_checkpoint_file(path)
             check_weights(state, card.config)
         except (OSError, ValueError) as err:
             raise IntegrityError(f"{card.ref}: weights do not match the card: {err}") from err
@@ -196,7 +198,7 @@ class ModelStore:
             check_promotion(card.replace(version=version), self._alias_card(card.name, table), None)
         while True:
             card = card.replace(version=version)
-            write_json_atomic(staging / CARD_FILE, card.to_json())
+            write_text_atomic(staging / CARD_FILE, card.to_json())
             pause("card")
             try:
                 os.rename(staging, model_dir / str(version))
@@ -206,7 +208,7 @@ class ModelStore:
                     raise
                 version += 1
         fsync_dir(model_dir)
-        write_json_atomic(model_dir / _COUNTER_FILE, f"{version}\n")
+        write_text_atomic(model_dir / _COUNTER_FILE, f"{version}\n")
         pause("claimed")
         if aliases:
             for alias in aliases:
@@ -280,7 +282,7 @@ class ModelStore:
         card = self.resolve(ref)
         with self._locked(card.name):
             card = change(self.card(card.name, card.version))  # re-read under the lock: keep concurrent updates
-            write_json_atomic(self.version_dir(card) / CARD_FILE, card.to_json())
+            write_text_atomic(self.version_dir(card) / CARD_FILE, card.to_json())
         return card
 
     # ----- removal -----------------------------------------------------------------------------------------
@@ -321,7 +323,7 @@ class ModelStore:
         """Under the lock: make ``version`` invisible with one rename, then delete its files."""
         model_dir = self.root / name
         # The counter keeps the number from being reused even if this was the latest version.
-        write_json_atomic(model_dir / _COUNTER_FILE, f"{max(version, _read_counter(model_dir))}\n")
+        write_text_atomic(model_dir / _COUNTER_FILE, f"{max(version, _read_counter(model_dir))}\n")
         trash = model_dir / f".trash-{version}-{uuid.uuid4().hex}"
         os.rename(model_dir / str(version), trash)
         fsync_dir(model_dir)

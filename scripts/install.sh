@@ -11,7 +11,7 @@ command -v "$python" >/dev/null || python=python3
 if [ "${1:-}" = dev ]; then
   # torch first and pinned: an unpinned torch (asked for by timm) pulls gigabytes of CUDA wheels.
   .venv/bin/pip install -q "torch==2.13.0"
-  .venv/bin/pip install -q -e ".[convert,dev]"
+  .venv/bin/pip install -q -e ".[convert,dev]" --config-settings editable_mode=strict
 else
-  .venv/bin/pip install -q -e .
+  .venv/bin/pip install -q -e . --config-settings editable_mode=strict
 fi

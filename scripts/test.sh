@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh dev
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy vit model_store training service admin
+.venv/bin/mypy -p vitserve
 .venv/bin/lint-imports
 set +e
 .venv/bin/python -m pytest "$@"

@@ -18,18 +18,18 @@ from dataclasses import dataclass
 import httpx
 from fastapi import FastAPI
 
-from model_store import Card, ModelStore
-from service import admin_api, api
-from service.classify import Classifier
-from service.decode_pool import DecodePool
-from service.engine import build_engine
-from service.errors import install_error_handlers
-from service.fetch import Resolver, UrlFetcher, UrlPolicy, system_resolver
-from service.metrics import Metrics
-from service.middleware import BodyLimitMiddleware, ServingMiddleware
-from service.settings import Settings
-from service.versions import EngineFactory, VersionRegistry
-from vit.decode import DecodeLimits
+from vitserve.model_store import Card, ModelStore
+from vitserve.runtime.engine import build_engine
+from vitserve.service.classify import Classifier
+from vitserve.service.http import admin_api, api
+from vitserve.service.http.errors import install_error_handlers
+from vitserve.service.http.metrics import Metrics
+from vitserve.service.http.middleware import BodyLimitMiddleware, ServingMiddleware
+from vitserve.service.inputs.decode_pool import DecodePool
+from vitserve.service.inputs.fetch import Resolver, UrlFetcher, UrlPolicy, system_resolver
+from vitserve.service.lifecycle.versions import EngineFactory, VersionRegistry
+from vitserve.service.settings import Settings
+from vitserve.vit.decode import DecodeLimits
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def create_app(
 def _resources(settings: Settings, engine_factory: EngineFactory | None, fetcher: UrlFetcher) -> Resources:
     metrics = Metrics()
     store = ModelStore(settings.store_root)
-    factory = engine_factory or (lambda card, store, s: build_engine(s.engine, card, store, s))
+    factory = engine_factory or (lambda card, store, options: build_engine(settings.engine, card, store, options))
     device = ThreadPoolExecutor(max_workers=1, thread_name_prefix="device")
     registry = VersionRegistry(store, settings, factory, metrics, device)
     pool = DecodePool(settings.decode_workers, DecodeLimits(settings.max_body_bytes, settings.max_image_pixels))

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.decode_pool import DecodePool
-from service.errors import DeadlineExceeded, InvalidField, Overloaded
-from service.fetch import UrlFetcher
-from service.inputs import ClassifyInputs, ImageInput
-from service.metrics import Metrics
-from service.schemas import ClassifyResponse, ModelRef, Prediction, Result, Timings
-from service.versions import LoadedVersion, VersionRegistry
+from vitserve.runtime.postprocess import top_k
+from vitserve.service.http.errors import DeadlineExceeded, InvalidField, Overloaded
+from vitserve.service.http.metrics import Metrics
+from vitserve.service.http.schemas import ClassifyResponse, ModelRef, Prediction, Result, Timings
+from vitserve.service.inputs.body import ClassifyInputs, ImageInput
+from vitserve.service.inputs.decode_pool import DecodePool
+from vitserve.service.inputs.fetch import UrlFetcher
+from vitserve.service.lifecycle.versions import LoadedVersion, VersionRegistry
 
 DEFAULT_TOP_K = 5
 
@@ -70,7 +71,7 @@ class Classifier:
         k = min(k, len(card.labels)) if card.labels else k
         return ClassifyResponse(
             model=ModelRef(name=card.name, version=card.version),
-            results=[Result(predictions=_top_k(logits, k, card.labels), timings=t) for logits, t in results],
+            results=[Result(predictions=_predictions(logits, k, card.labels), timings=t) for logits, t in results],
             total_ms=(time.monotonic() - arrived) * 1e3,
         )
 
@@ -121,12 +122,5 @@ async def _all_or_first_error(
             task.cancel()
 
 
-def _top_k(logits: np.ndarray, k: int, labels: list[str]) -> list[Prediction]:
-    """Softmax in float64 (no overflow for large logits), then the ``k`` best, highest first."""
-    z = logits.astype(np.float64)
-    probs = np.exp(z - z.max())
-    probs /= probs.sum()
-    order = np.argsort(-probs, kind="stable")[:k]
-    return [
-        Prediction(label=labels[i] if i < len(labels) else str(i), index=int(i), score=float(probs[i])) for i in order
-    ]
+def _predictions(logits: np.ndarray, k: int, labels: list[str]) -> list[Prediction]:
+    return [Prediction(label=p.label, index=p.index, score=p.score) for p in top_k(logits, k, labels)]

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from vitserve.runtime.engine import EngineOptions
+
 DeviceTarget = Literal["CPU", "GPU", "Ascend"]
 EngineKind = Literal["auto", "mindspore", "onnxruntime", "openvino"]
 EnginePrecision = Literal["auto", "fp32", "int8", "bf16"]
@@ -104,6 +106,16 @@ class Settings(BaseSettings):
         """Compiled bucket sizes: powers of two below ``max_batch_size``, then ``max_batch_size`` itself."""
         sizes = [1 << i for i in range(self.max_batch_size.bit_length()) if (1 << i) < self.max_batch_size]
         return (*sizes, self.max_batch_size)
+
+    @property
+    def engine_options(self) -> EngineOptions:
+        """What the runtime needs of these settings to build an engine."""
+        return EngineOptions(
+            batch_sizes=self.batch_sizes,
+            device_target=self.device_target,
+            threads=self.engine_threads,
+            precision=self.engine_precision,
+        )
 
     @property
     def max_in_flight(self) -> int:

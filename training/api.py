@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from model_store import ModelStore
-from model_store.pretrained import pipeline
-from training.config import TrainConfig, load_config
-from training.evaluate import evaluate_version
-from training.trainer import TrainResult, train
-from vit.config import variant_names
-from vit.preprocess import ImageSource
+from vitserve.model_store import ModelStore
+from vitserve.runtime.pipeline import pipeline
+from vitserve.training.config import TrainConfig, load_config
+from vitserve.training.evaluate import evaluate_version
+from vitserve.training.trainer import TrainResult, train
+from vitserve.vit.config import variant_names
+from vitserve.vit.preprocess import ImageSource
 
 TASK = "image_classification"
 

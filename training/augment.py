@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from training.config import AugmentConfig
-from vit.config import DataConfig
+from vitserve.training.config import AugmentConfig
+from vitserve.vit.config import DataConfig
 
 _FILL = (124, 116, 104)  # timm's fill for uncovered pixels: the ImageNet mean in 0..255
 _MAX_LEVEL = 10.0

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from model_store import Card, ModelStore
-from training.config import load_config
-from training.digits import export_digits
-from training.trainer import train
+from vitserve.model_store import Card, ModelStore
+from vitserve.training.config import load_config
+from vitserve.training.digits import export_digits
+from vitserve.training.trainer import train
 
 DESCRIPTION = (
     "A small ViT ({depth} blocks, width {embed_dim}, patch {patch_size}, {img_size} px input) trained from "

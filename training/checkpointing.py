@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from vit.checkpoint import StateDict, load_checkpoint_file, save_checkpoint
+from vitserve.vit.checkpoint import StateDict, load_checkpoint_file, save_checkpoint
+from vitserve.vit.files import write_text_atomic
 
 KEEP_LAST = 2  # resumable checkpoints kept; older ones are deleted after a newer one is complete
 
@@ -36,12 +36,6 @@ class RunState:
     seed: int = 0
     best_metric: float | None = None  # best validation top-1 so far
     best_step: int | None = None
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def trainable_state(cells: list[nn.Cell]) -> StateDict:
@@ -67,8 +61,8 @@ def save_training_checkpoint(run_dir: Path, cells: list[nn.Cell], state: RunStat
     directory.mkdir(parents=True, exist_ok=True)
     stem = f"step_{state.step:08d}"
     save_checkpoint(trainable_state(cells), directory / f"{stem}.ckpt")
-    _write_text_atomic(directory / f"{stem}.json", json.dumps(dataclasses.asdict(state), indent=2))
-    _write_text_atomic(directory / "latest", stem)
+    write_text_atomic(directory / f"{stem}.json", json.dumps(dataclasses.asdict(state), indent=2))
+    write_text_atomic(directory / "latest", stem)
     for old in sorted(directory.glob("step_*.ckpt"))[:-KEEP_LAST]:
         old.unlink(missing_ok=True)
         old.with_suffix(".json").unlink(missing_ok=True)

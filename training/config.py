@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import yaml
 
+from vitserve.vit.config import known_fields
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 OnCorrupt = Literal["skip", "fail"]
@@ -93,7 +95,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
-            object.__setattr__(self, "augment", AugmentConfig(**_known(AugmentConfig, self.augment, "augment")))
+            object.__setattr__(self, "augment", AugmentConfig(**known_fields(AugmentConfig, self.augment, "augment")))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         object.__setattr__(self, "aliases", tuple(self.aliases))
         errors = []
@@ -125,7 +127,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return cls(**_known(cls, data, "TrainConfig"))
+        return cls(**known_fields(cls, data, "TrainConfig"))
 
 
 def load_config(path_or_name: str | Path) -> TrainConfig:
@@ -144,11 +146,3 @@ def load_config(path_or_name: str | Path) -> TrainConfig:
         return TrainConfig.from_dict(data)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: {err}") from err
-
-
-def _known(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown {what} field(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    return dict(data)

@@ -23,10 +23,10 @@ from pathlib import Path
 import mindspore.dataset as msd
 import numpy as np
 
-from training.augment import train_transform
-from training.config import AugmentConfig, OnCorrupt
-from vit.config import DataConfig
-from vit.preprocess import load_image, transform
+from vitserve.training.augment import train_transform
+from vitserve.training.config import AugmentConfig, OnCorrupt
+from vitserve.vit.config import DataConfig
+from vitserve.vit.preprocess import load_image, transform
 
 log = logging.getLogger(__name__)
 

@@ -63,10 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     rank, world_size = _init_world(args.device_target)
 
-    from model_store import ModelStore
-    from training.config import load_config
-    from training.trainer import result_summary, train
-    from vit.checkpoint import save_checkpoint, state_dict
+    from vitserve.model_store import ModelStore
+    from vitserve.training.config import load_config
+    from vitserve.training.trainer import result_summary, train
+    from vitserve.vit.checkpoint import save_checkpoint, state_dict
 
     config = load_config(args.config)
     if args.data is not None:

@@ -16,11 +16,12 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn
 
-from model_store import Card, ModelStore
-from model_store.pretrained import from_pretrained
-from training.config import OnCorrupt
-from training.data import DataError, ImageFolder, eval_batches, scan_image_folder
-from vit.config import DataConfig
+from vitserve.model_store import Card, ModelStore
+from vitserve.model_store.pretrained import from_pretrained
+from vitserve.runtime.engine import MindSporeEngine
+from vitserve.training.config import OnCorrupt
+from vitserve.training.data import DataError, ImageFolder, eval_batches, scan_image_folder
+from vitserve.vit.config import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,17 @@ class EvalResult:
 
 
 def predict_logits(model: nn.Cell, batches: Iterable[np.ndarray], batch_size: int) -> np.ndarray:
-    """Logits for every image of ``batches`` (each (b ≤ batch_size, 3, S, S)), padding short batches."""
+    """Logits for every image of ``batches`` (each (b ≤ batch_size, 3, S, S)), through the runtime's engine:
+    one compiled graph of ``batch_size`` rows, short batches padded and the padding dropped."""
     model.set_train(False)
-    network = _Logits(model)
+    engine: MindSporeEngine | None = None
     outputs = []
     for images in batches:
-        count = len(images)
-        if count < batch_size:  # one compiled shape: pad with copies of the last image, keep `count` rows
-            images = np.concatenate([images, np.repeat(images[-1:], batch_size - count, axis=0)])
-        outputs.append(network(Tensor(np.ascontiguousarray(images, np.float32))).asnumpy()[:count])
+        if engine is None:
+            engine = MindSporeEngine(
+                _Logits(model), (batch_size,), image_shape=(images.shape[1], images.shape[2], images.shape[3])
+            )
+        outputs.append(engine.run(images))
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
 

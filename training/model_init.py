@@ -12,11 +12,11 @@ from typing import Any
 
 import mindspore as ms
 
-from model_store import ModelStore
-from training.config import TrainConfig
-from vit.checkpoint import load_state_dict, state_dict
-from vit.config import DataConfig, ViTConfig, get_variant
-from vit.model import VisionTransformer, create_model
+from vitserve.model_store import ModelStore
+from vitserve.training.config import TrainConfig
+from vitserve.vit.checkpoint import load_state_dict, state_dict
+from vitserve.vit.config import DataConfig, ViTConfig, get_variant
+from vitserve.vit.model import VisionTransformer, create_model
 
 log = logging.getLogger(__name__)
 

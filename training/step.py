@@ -14,9 +14,9 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from training.loss import soft_target_cross_entropy
-from training.optim import AdamW
-from vit.model import VisionTransformer
+from vitserve.training.loss import soft_target_cross_entropy
+from vitserve.training.optim import AdamW
+from vitserve.vit.model import VisionTransformer
 
 
 def drop_path_rates(depth: int, drop_path_rate: float) -> np.ndarray:

@@ -19,18 +19,18 @@ import yaml
 from mindspore import Tensor, nn
 from tqdm import tqdm
 
-from model_store import Card, ModelStore
-from training.augment import mix_batch, smooth_one_hot
-from training.checkpointing import RunState, load_training_checkpoint, restore_state, save_training_checkpoint
-from training.config import TrainConfig
-from training.data import ImageFolder, file_list_sha256, scan_image_folder, train_batches
-from training.evaluate import EvalResult, evaluate_folder, plot_confusion
-from training.model_init import InitialModel, initial_model
-from training.optim import build_optimizer
-from training.schedule import cosine_schedule
-from training.step import TrainNetwork, drop_path_masks, make_train_step
-from vit.checkpoint import load_checkpoint_file, save_checkpoint, state_dict
-from vit.model import VisionTransformer
+from vitserve.model_store import Card, ModelStore
+from vitserve.training.augment import mix_batch, smooth_one_hot
+from vitserve.training.checkpointing import RunState, load_training_checkpoint, restore_state, save_training_checkpoint
+from vitserve.training.config import TrainConfig
+from vitserve.training.data import ImageFolder, file_list_sha256, scan_image_folder, train_batches
+from vitserve.training.evaluate import EvalResult, evaluate_folder, plot_confusion
+from vitserve.training.model_init import InitialModel, initial_model
+from vitserve.training.optim import build_optimizer
+from vitserve.training.schedule import cosine_schedule
+from vitserve.training.step import TrainNetwork, drop_path_masks, make_train_step
+from vitserve.vit.checkpoint import load_checkpoint_file, save_checkpoint, state_dict
+from vitserve.vit.model import VisionTransformer
 
 log = logging.getLogger(__name__)
 

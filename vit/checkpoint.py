@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vit.pos_embed import resample_pos_embed
+from vitserve.vit.files import atomic_path
+from vitserve.vit.pos_embed import resample_pos_embed
 
 if TYPE_CHECKING:
     from mindspore import nn
@@ -80,17 +81,12 @@ def load_state_dict(model: nn.Cell, state: StateDict) -> None:
 
 
 def save_checkpoint(state: StateDict, path: str | os.PathLike[str]) -> None:
-    """Write a MindSpore ``.ckpt`` (written to a temporary name, then renamed: never half a file)."""
-    path = Path(path)
-    # MindSpore appends ".ckpt" to any file name that lacks it, so the temporary name must end in it.
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.ckpt")
+    """Write a MindSpore ``.ckpt``, whole or not at all."""
     import mindspore as ms
 
-    try:
+    # MindSpore appends ".ckpt" to any file name that lacks it, so the temporary name must end in it.
+    with atomic_path(path, suffix=".ckpt") as tmp:
         ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in state.items()], str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint_file(path: str | os.PathLike[str]) -> StateDict:

@@ -75,7 +75,7 @@ class ViTConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ViTConfig:
-        return cls(**_known_fields(cls, _from_seed_names(data), "ViTConfig"))
+        return cls(**known_fields(cls, _from_seed_names(data), "ViTConfig"))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -122,7 +122,7 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DataConfig:
-        return cls(**_known_fields(cls, data, "DataConfig"))
+        return cls(**known_fields(cls, data, "DataConfig"))
 
 
 # Google's augreg weights (timm's token-pool variants) were trained with mean = std = 0.5 and crop 0.9.
@@ -186,7 +186,8 @@ def _from_seed_names(data: dict[str, Any]) -> dict[str, Any]:
     return {_SEED_NAMES.get(key, key): value for key, value in data.items()}
 
 
-def _known_fields(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
+def known_fields(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
+    """``data`` unchanged when every key is a field of the dataclass ``cls``; else a ValueError listing both."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:

@@ -21,17 +21,11 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from vit.checkpoint import CheckpointMismatch, StateDict, adapt_pos_embed, check_state_dict
-from vit.config import INCEPTION_DATA, DataConfig, ViTConfig
-from vit.convert_io import config_from_hf, file_sha256, labels_from_hf, read_hf_config, read_weights
-from vit.convert_tables import (
-    HF_RULES,
-    MINDFORMERS_RULES,
-    TIMM_RULES,
-    expected_shapes,
-    rename_to_ours,
-    rename_to_theirs,
-)
+from vitserve.vit.checkpoint import CheckpointMismatch, StateDict, adapt_pos_embed, check_state_dict
+from vitserve.vit.config import INCEPTION_DATA, DataConfig, ViTConfig
+from vitserve.vit.convert_io import config_from_hf, labels_from_hf, read_hf_config, read_weights
+from vitserve.vit.convert_tables import MINDFORMERS_RULES, RULES, rename_to_ours, rename_to_theirs
+from vitserve.vit.files import sha256_file
 
 __all__ = [
     "FORMATS",
@@ -110,13 +104,8 @@ def to_vitserve(raw: dict[str, np.ndarray], fmt: str = "auto") -> StateDict:
                 + ", ...): it has no classifier and its encoder ends in a norm the fine-tuned model does not "
                 "use; convert a fine-tuned checkpoint (e.g. mae_finetuned_vit_base.pth) instead"
             )
-        state = rename_to_ours(weights, TIMM_RULES)
-    elif fmt == "hf":
-        state = rename_to_ours(weights, HF_RULES)
-    elif fmt == "mindformers":
-        state = rename_to_ours(weights, MINDFORMERS_RULES)
-    else:
-        state = dict(weights)  # already ours; convert_file checks names and shapes against the config
+    # Our own names need no table; convert_file checks names and shapes against the config.
+    state = rename_to_ours(weights, RULES[fmt]) if fmt in RULES else dict(weights)
     return {k: _float32(v) for k, v in state.items()}
 
 
@@ -193,7 +182,7 @@ def convert_file(
     raw = read_weights(path)
     fmt = detect_format(raw) if fmt == "auto" else _checked_format(fmt)
     state = to_vitserve(raw, fmt)
-    source: dict[str, Any] = {"path": str(path.resolve()), "format": fmt, "sha256": file_sha256(path)}
+    source: dict[str, Any] = {"path": str(path.resolve()), "format": fmt, "sha256": sha256_file(path)}
     labels, described = None, None
     if fmt == "hf" and (found := read_hf_config(path)) is not None:
         described, labels = config_from_hf(found[0]), labels_from_hf(found[0])
@@ -209,7 +198,9 @@ def convert_file(
     if img_size is not None:
         target = target.replace(img_size=img_size)
     state = adapt_pos_embed(state, target.grid_size)
-    check_state_dict(expected_shapes(target), state)
+    from vitserve.vit.model import parameter_shapes  # imports MindSpore: only when a file is converted
+
+    check_state_dict(parameter_shapes(target), state)
     data = default_data_config(fmt, target)
     if fmt == "vitserve" and path.with_name("data.json").is_file():
         data = DataConfig.from_dict(json.loads(path.with_name("data.json").read_text()))

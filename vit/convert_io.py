@@ -5,7 +5,6 @@ safetensors), so the model library imports without it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -15,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from vit.checkpoint import load_checkpoint_file
-from vit.config import ViTConfig
+from vitserve.vit.checkpoint import load_checkpoint_file
+from vitserve.vit.config import ViTConfig
 
 logger = logging.getLogger(__name__)
 
@@ -91,14 +90,6 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
 
         with safe_open(str(path), framework="pt") as f:
             return {key: f.get_tensor(key).to(torch.float32).numpy() for key in f.keys()}  # noqa: SIM118
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # HF's ViTConfig defaults (transformers' configuration_vit.py): what a config.json omits means these.

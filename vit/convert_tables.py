@@ -19,8 +19,7 @@ from typing import Literal
 
 import numpy as np
 
-from vit.checkpoint import CheckpointMismatch, StateDict
-from vit.config import ViTConfig
+from vitserve.vit.checkpoint import CheckpointMismatch, StateDict
 
 Kind = Literal["copy", "transpose", "rows"]
 
@@ -110,7 +109,13 @@ MINDFORMERS_RULES: tuple[Rule, ...] = (
     *_linear("head", "head"),
 )
 
-RULES: dict[str, tuple[Rule, ...]] = {"timm": TIMM_RULES, "hf": HF_RULES, "mindformers": MINDFORMERS_RULES}
+# Source format → its table. MAE's fine-tuned checkpoints use timm's names; our own format needs no table.
+RULES: dict[str, tuple[Rule, ...]] = {
+    "timm": TIMM_RULES,
+    "mae": TIMM_RULES,
+    "hf": HF_RULES,
+    "mindformers": MINDFORMERS_RULES,
+}
 
 
 def _pattern(template: str) -> re.Pattern[str]:
@@ -183,27 +188,3 @@ def _to_theirs(kind: Kind, array: np.ndarray, count: int) -> list[np.ndarray]:
     if kind == "transpose":
         return [np.ascontiguousarray(array.T)]
     return [array]
-
-
-def expected_shapes(config: ViTConfig) -> dict[str, tuple[int, ...]]:
-    """Every parameter of ``VisionTransformer(config)`` and its shape, without building the model."""
-    d, hidden, p = config.embed_dim, config.mlp_hidden_dim, config.patch_size
-    shapes: dict[str, tuple[int, ...]] = {
-        "cls_token": (1, 1, d),
-        "pos_embed": (1, config.num_patches + 1, d),
-        "patch_embed.proj.weight": (d, config.in_chans, p, p),
-        "patch_embed.proj.bias": (d,),
-    }
-    for i in range(config.depth):
-        b = f"blocks.{i}"
-        shapes |= {f"{b}.norm1.gamma": (d,), f"{b}.norm1.beta": (d,), f"{b}.norm2.gamma": (d,)}
-        shapes |= {f"{b}.norm2.beta": (d,), f"{b}.attn.qkv.weight": (3 * d, d), f"{b}.attn.proj.weight": (d, d)}
-        shapes |= {f"{b}.attn.proj.bias": (d,), f"{b}.mlp.fc1.weight": (hidden, d), f"{b}.mlp.fc1.bias": (hidden,)}
-        shapes |= {f"{b}.mlp.fc2.weight": (d, hidden), f"{b}.mlp.fc2.bias": (d,)}
-        if config.qkv_bias:
-            shapes[f"{b}.attn.qkv.bias"] = (3 * d,)
-    norm = "norm" if config.global_pool == "token" else "fc_norm"
-    shapes |= {f"{norm}.gamma": (d,), f"{norm}.beta": (d,)}
-    if config.num_classes:
-        shapes |= {"head.weight": (config.num_classes, d), "head.bias": (config.num_classes,)}
-    return shapes

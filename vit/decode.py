@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from vit.image_errors import ImageError, ImageTooLarge, InvalidImage, UnsupportedImageType
-from vit.image_modes import to_rgb
+from vitserve.vit.image_errors import ImageError, ImageTooLarge, InvalidImage, UnsupportedImageType
+from vitserve.vit.image_modes import to_rgb
 
 logger = logging.getLogger(__name__)
 

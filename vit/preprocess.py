@@ -15,10 +15,10 @@ from typing import TypeAlias
 import numpy as np
 from PIL import Image, ImageOps
 
-from vit.config import DataConfig
-from vit.decode import DEFAULT_LIMITS, DecodeLimits, decode_image
-from vit.image_errors import ImageError, ImageTooLarge, InvalidImage, UnsupportedImageType
-from vit.image_modes import to_rgb
+from vitserve.vit.config import DataConfig
+from vitserve.vit.decode import DEFAULT_LIMITS, DecodeLimits, decode_image
+from vitserve.vit.image_errors import ImageError, ImageTooLarge, InvalidImage, UnsupportedImageType
+from vitserve.vit.image_modes import to_rgb
 
 __all__ = [
     "DecodeLimits",

@@ -9,20 +9,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from vit.config import ViTConfig
-from vit.convert_tables import expected_shapes
+from tests.tiny import TINY, random_state
 
 VITSERVE = Path(sys.executable).with_name("vitserve")  # the console script pip installed beside python
-CLI_CONFIG = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=10)
+CLI_CONFIG = TINY
 CLI_TIMEOUT_S = 300
-
-
-def random_state(config: ViTConfig, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {k: (rng.standard_normal(s) * 0.2).astype(np.float32) for k, s in sorted(expected_shapes(config).items())}
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +39,10 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder like `vitserve convert --out` writes: model.ckpt, config.json, data.json, plus labels.json."""
-    from model_store.weights import write_weights
+    from vitserve.model_store.weights import write_weights
 
     folder = tmp_path_factory.mktemp("tiny-ckpt")
-    write_weights(random_state(CLI_CONFIG, 0), folder / "model.ckpt")
+    write_weights(random_state(0), folder / "model.ckpt")
     (folder / "config.json").write_text(CLI_CONFIG.to_json())
     (folder / "data.json").write_text(json.dumps({"img_size": 32, "crop_pct": 0.875}))
     (folder / "labels.json").write_text(json.dumps([f"digit-{i}" for i in range(10)]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from admin.main import build_parser, main
+from vitserve.admin.main import build_parser, main
 
 
 def test_precision_check_needs_a_model(capsys: pytest.CaptureFixture[str]) -> None:

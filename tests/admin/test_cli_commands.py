@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from upload_server import RecordingServer
 
-from admin.main import build_parser, main
-from model_store import ModelStore
+from tests.admin.upload_server import RecordingServer
+from vitserve.admin.main import build_parser, main
+from vitserve.model_store import ModelStore
 
 
 def _run(capsys, *argv):

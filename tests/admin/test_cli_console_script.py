@@ -11,12 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from mae_source import MAE_CONFIG, write_mae_checkpoint
 from PIL import Image
-from upload_server import RecordingServer
 
-from model_store import ModelStore
-from model_store.pretrained import pipeline
+from tests.admin.mae_source import MAE_CONFIG, write_mae_checkpoint
+from tests.admin.upload_server import RecordingServer
+from vitserve.model_store import ModelStore
+from vitserve.runtime.pipeline import pipeline
 
 
 def _ok(result, *fragments):

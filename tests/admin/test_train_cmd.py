@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from admin.main import main
-from model_store import ModelStore
+from vitserve.admin.main import main
+from vitserve.model_store import ModelStore
 
 VITSERVE = Path(sys.executable).with_name("vitserve")  # the installed console script
 # Measured: the shipped digits recipe reaches 0.958 on the 359 validation images (seed 0, 6 epochs);

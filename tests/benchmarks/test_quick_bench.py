@@ -23,7 +23,7 @@ EXPECTED_RUNNERS = {
 @pytest.mark.slow
 def test_quick_engine_bench_writes_json_markdown_and_png(tmp_path: Path) -> None:
     # A subprocess: the benchmark sets MindSpore's global context and thread pools, as an entry point does.
-    command = [sys.executable, "-m", "benchmarks.engine_bench", "--quick", "--out", str(tmp_path)]
+    command = [sys.executable, "-m", "vitserve.benchmarks.engine_bench", "--quick", "--out", str(tmp_path)]
     command += ["--batch-sizes", "1", "2", "--iters", "1", "--threads", "1"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -50,7 +50,7 @@ def test_quick_engine_bench_writes_json_markdown_and_png(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_quick_http_bench_drives_a_real_server(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "benchmarks.http_bench", "--quick", "--out", str(tmp_path)]
+    command = [sys.executable, "-m", "vitserve.benchmarks.http_bench", "--quick", "--out", str(tmp_path)]
     command += ["--concurrency", "1", "4", "--max-batch-size", "4", "--threads", "1"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

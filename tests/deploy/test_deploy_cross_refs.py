@@ -16,12 +16,12 @@ import httpx
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
-from model_store.store import ROOT_ENV
-from service.app import create_app
-from service.metrics import Metrics
-from service.settings import Settings, load_settings
 from tests.deploy.dockerfile_instructions import healthcheck_command, read_instructions
 from tests.deploy.k8s_objects import DEPLOY, REPO, Manifest, find
+from vitserve.model_store.store import ROOT_ENV
+from vitserve.service.app import create_app
+from vitserve.service.http.metrics import Metrics
+from vitserve.service.settings import Settings, load_settings
 
 SERVING = ("overlays/cpu", "overlays/ascend")
 TRAINING = ("training/single-node", "training/two-node")

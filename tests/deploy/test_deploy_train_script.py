@@ -82,8 +82,8 @@ def test_a_rank_outside_the_job_is_refused() -> None:
 
 @pytest.mark.parametrize("build", ["training/single-node", "training/two-node"])
 def test_job_arguments_are_ones_the_trainer_accepts(rendered: dict[str, list[Manifest]], build: str) -> None:
-    from training import distributed
-    from training.config import load_config
+    from vitserve.training import distributed
+    from vitserve.training.config import load_config
 
     job = find(rendered[build], "Job")
     # The entry script's own parser (what msrun's workers run); a rejected argument exits here.

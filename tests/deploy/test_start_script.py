@@ -89,10 +89,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store holding one real (tiny, untrained) MindSpore ViT as `tiny-vit` version 1."""
-    from model_store import ModelStore
-    from vit.checkpoint import state_dict
-    from vit.config import DataConfig, ViTConfig
-    from vit.model import create_model
+    from vitserve.model_store import ModelStore
+    from vitserve.vit.checkpoint import state_dict
+    from vitserve.vit.config import DataConfig, ViTConfig
+    from vitserve.vit.model import create_model
 
     root = tmp_path_factory.mktemp("models")
     config = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=len(LABELS))

@@ -5,16 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e_server import SERVER_SETTINGS, ServerProcess, publish_tiny
 
-from model_store import ModelStore
+from tests.e2e.e2e_server import SERVER_SETTINGS, ServerProcess
+from tests.tiny import publish_tiny
+from vitserve.model_store import ModelStore
 
 
 @pytest.fixture(scope="module")
 def e2e_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
     store = ModelStore(tmp_path_factory.mktemp("e2e") / "store")
-    publish_tiny(store, 0, aliases=("production",))
-    publish_tiny(store, 1)
+    publish_tiny(store, seed=0, aliases=("production",))
+    publish_tiny(store, seed=1)
     return store
 
 
@@ -25,8 +26,3 @@ def server(e2e_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> I
         yield proc.start()
     finally:
         proc.stop()
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"

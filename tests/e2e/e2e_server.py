@@ -17,21 +17,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from model_store import Card, ModelStore
-from vit.config import DataConfig, ViTConfig
-from vit.convert_tables import expected_shapes
-
 REPO = Path(__file__).resolve().parents[2]
 
-TINY = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=10)
 ADMIN_TOKEN = "e2e-admin-token-0123456789"
-
-
-def publish_tiny(store: ModelStore, seed: int, **kwargs: object) -> Card:
-    rng = np.random.default_rng(seed)
-    state = {k: (rng.standard_normal(s) * 0.2).astype(np.float32) for k, s in expected_shapes(TINY).items()}
-    labels = [f"digit{i}" for i in range(10)]
-    return store.publish("tiny", state, TINY, DataConfig(img_size=32), labels, lineage={"e2e": seed}, **kwargs)  # type: ignore[arg-type]
 
 
 def jpeg(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
@@ -82,7 +70,7 @@ class ServerProcess:
     def start(self, timeout_s: float = 180.0) -> ServerProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "admin.main", "serve"], cwd=REPO, env=self.env, stdout=log, stderr=log
+                [sys.executable, "-m", "vitserve.admin.main", "serve"], cwd=REPO, env=self.env, stdout=log, stderr=log
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

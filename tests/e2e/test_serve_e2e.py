@@ -8,9 +8,10 @@ import time
 import httpx
 import numpy as np
 import pytest
-from e2e_server import SERVER_SETTINGS, ServerProcess, auth, jpeg, metric, publish_tiny
 
-from model_store import ModelStore
+from tests.e2e.e2e_server import SERVER_SETTINGS, ServerProcess, auth, jpeg, metric
+from tests.tiny import publish_tiny
+from vitserve.model_store import ModelStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -26,11 +27,11 @@ async def test_service_agrees_with_the_evaluator(
 ) -> None:
     """The service and the offline evaluator share one preprocessing path: same validation images, same
     top-1 and the same scores (to float tolerance: the service batches differently)."""
-    from training.data import scan_image_folder
-    from training.digits import export_digits
-    from training.evaluate import evaluate_folder
-    from vit.checkpoint import load_state_dict
-    from vit.model import create_model
+    from vitserve.training.data import scan_image_folder
+    from vitserve.training.digits import export_digits
+    from vitserve.training.evaluate import evaluate_folder
+    from vitserve.vit.checkpoint import load_state_dict
+    from vitserve.vit.model import create_model
 
     val = export_digits(tmp_path_factory.mktemp("digits"), size=40).val_dir
     folder = scan_image_folder(val)
@@ -136,7 +137,7 @@ async def test_hot_swap_under_load_loses_no_request(server: ServerProcess) -> No
 
 
 async def test_broken_version_does_not_displace_the_good_one(server: ServerProcess, e2e_store: ModelStore) -> None:
-    card = publish_tiny(e2e_store, 7)
+    card = publish_tiny(e2e_store, seed=7)
     weights = e2e_store.version_dir(card) / card.weights
     weights.chmod(0o644)
     data = bytearray(weights.read_bytes())

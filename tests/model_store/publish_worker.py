@@ -1,4 +1,6 @@
-"""Subprocess worker for the kill and race tests: ``python publish_worker.py ROOT NAME COUNT SEED [ALIAS]``.
+"""Subprocess worker for the kill and race tests.
+
+``python -m tests.model_store.publish_worker ROOT NAME COUNT SEED [ALIAS]``, from the repository root.
 
 Publishes COUNT tiny versions of NAME into the store at ROOT, printing ``published N`` per version (and, with
 ALIAS, pointing it at each new version). ``VITSERVE_STORE_TEST_PAUSE_AT`` makes it pause at a stage;
@@ -11,14 +13,13 @@ import os
 import sys
 import time
 
-from tiny_weights import TINY_CONFIG, TINY_DATA, random_state
-
-from model_store import ModelStore
+from tests.tiny import TINY, TINY_DATA, random_state
+from vitserve.model_store import ModelStore
 
 
 def main(root: str, name: str, count: int, seed: int, alias: str | None) -> None:
     store = ModelStore(root)
-    labels = [str(i) for i in range(TINY_CONFIG.num_classes)]
+    labels = [str(i) for i in range(TINY.num_classes)]
     go = os.environ.get("PUBLISH_WORKER_GO_FILE")  # start line for races: wait until the file exists
     print("ready", flush=True)
     while go and not os.path.exists(go):
@@ -26,7 +27,7 @@ def main(root: str, name: str, count: int, seed: int, alias: str | None) -> None
     for i in range(count):
         aliases = (alias,) if alias else ()
         card = store.publish(
-            name, random_state(seed + i), TINY_CONFIG, TINY_DATA, labels, lineage={"seed": seed + i}, aliases=aliases
+            name, random_state(seed + i), TINY, TINY_DATA, labels, lineage={"seed": seed + i}, aliases=aliases
         )
         print(f"published {card.version}", flush=True)
 

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from model_store import AliasedVersion, InvalidName, PromotionRefused, StoreError
-from model_store.locking import hold_lock
+from vitserve.model_store import AliasedVersion, InvalidName, PromotionRefused, StoreError
+from vitserve.model_store.locking import hold_lock
 
 
 def test_promotion_below_production_is_refused_with_both_numbers(store, publish):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from model_store import IntegrityError
+from vitserve.model_store import IntegrityError
 
 
 def _flip_byte(path, offset_from_end=100):

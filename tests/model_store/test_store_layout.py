@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from model_store import InvalidName, ModelNotFound, ModelStore
-from model_store.reference import Reference, parse_reference
-from model_store.store import ROOT_ENV, default_root
-from model_store.weights import sha256_file
+from vitserve.model_store import InvalidName, ModelNotFound, ModelStore
+from vitserve.model_store.reference import Reference, parse_reference
+from vitserve.model_store.store import ROOT_ENV, default_root
+from vitserve.vit.files import sha256_file
 
 
 def test_publish_writes_the_documented_layout_and_card(store, publish, tiny_config, tiny_data):

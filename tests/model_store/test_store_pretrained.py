@@ -9,18 +9,19 @@ import mindspore as ms
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_weights import TINY_CONFIG, random_state
 
-from model_store import IntegrityError, ModelNotFound
-from model_store.pretrained import Pretrained, default_labels, from_pretrained, pipeline
-from model_store.weights import write_weights
-from vit.checkpoint import load_state_dict
-from vit.model import VisionTransformer, create_model
-from vit.preprocess import preprocess
+from tests.tiny import TINY, random_state
+from vitserve.model_store import IntegrityError, ModelNotFound
+from vitserve.model_store.pretrained import Pretrained, default_labels, from_pretrained
+from vitserve.model_store.weights import write_weights
+from vitserve.runtime.pipeline import pipeline
+from vitserve.vit.checkpoint import load_state_dict
+from vitserve.vit.model import VisionTransformer, create_model
+from vitserve.vit.preprocess import preprocess
 
 
 def _reference_logits(seed: int, batch: np.ndarray) -> np.ndarray:
-    model = create_model(TINY_CONFIG)
+    model = create_model(TINY)
     load_state_dict(model, random_state(seed))
     model.set_train(False)
     return model(ms.Tensor(batch)).asnumpy()
@@ -56,7 +57,7 @@ def _convert_out_dir(path, seed=4, labels=True):
     """What `vitserve convert --out DIR` writes (plus an optional labels.json)."""
     path.mkdir()
     write_weights(random_state(seed), path / "model.ckpt")
-    (path / "config.json").write_text(TINY_CONFIG.to_json())
+    (path / "config.json").write_text(TINY.to_json())
     (path / "data.json").write_text(json.dumps({"img_size": 32, "crop_pct": 0.9, "mean": [0.5] * 3, "std": [0.5] * 3}))
     if labels:
         (path / "labels.json").write_text(json.dumps([f"c{i}" for i in range(10)]))
@@ -75,7 +76,7 @@ def test_from_pretrained_reads_a_converted_directory_and_a_ckpt_path(tmp_path, s
 def test_a_directory_without_config_or_with_wrong_weights_is_an_error(tmp_path, store):
     folder = _convert_out_dir(tmp_path / "converted", labels=False)
     assert from_pretrained(folder, store=store).card.labels == [str(i) for i in range(10)]
-    (folder / "config.json").write_text(TINY_CONFIG.replace(embed_dim=64).to_json())
+    (folder / "config.json").write_text(TINY.replace(embed_dim=64).to_json())
     with pytest.raises(IntegrityError, match="mis-shaped"):
         from_pretrained(folder, store=store)
     (folder / "config.json").unlink()

@@ -13,20 +13,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_weights import random_state
 
-from model_store import ModelStore
-from model_store.store import PAUSE_ENV
+from tests.tiny import random_state
+from vitserve.model_store import ModelStore
+from vitserve.model_store.store import PAUSE_ENV
 
-WORKER = Path(__file__).with_name("publish_worker.py")
+REPO = Path(__file__).parents[2]  # the worker runs as tests.model_store.publish_worker
 STAGES = ["staging", "weights", "verified", "card", "claimed"]
 WAIT_S = 240  # generous: several teammates share two cores
 
 
 def _start_worker(root: Path, name: str, count: int, seed: int, alias: str | None = None, **env: str):
-    args = [sys.executable, str(WORKER), str(root), name, str(count), str(seed)] + ([alias] if alias else [])
+    args = [sys.executable, "-m", "tests.model_store.publish_worker", str(root), name, str(count), str(seed)]
+    args += [alias] if alias else []
     return subprocess.Popen(
-        args, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=WORKER.parent
+        args, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
     )
 
 
@@ -55,10 +56,10 @@ def test_a_publish_killed_at_every_stage_leaves_no_partial_version(tmp_path):
     root = tmp_path / "store"
     store = ModelStore(root)
     labels = [str(i) for i in range(10)]
-    from tiny_weights import TINY_CONFIG, TINY_DATA
+    from tiny_weights import TINY, TINY_DATA
 
     for stage in STAGES:  # one good version each, then a publisher killed at that stage
-        store.publish(f"m-{stage}", random_state(0), TINY_CONFIG, TINY_DATA, labels, lineage={}, aliases=["production"])
+        store.publish(f"m-{stage}", random_state(0), TINY, TINY_DATA, labels, lineage={}, aliases=["production"])
     procs = {stage: _start_worker(root, f"m-{stage}", 1, 7, "production", **{PAUSE_ENV: stage}) for stage in STAGES}
     try:
         for stage, proc in procs.items():
@@ -79,7 +80,7 @@ def test_a_publish_killed_at_every_stage_leaves_no_partial_version(tmp_path):
         assert store.aliases(name) == {"production": 1}
         json.loads((root / name / "aliases.json").read_text())
         # The next publish works (the killed holder's locks are gone) and takes a fresh number.
-        card = store.publish(name, random_state(1), TINY_CONFIG, TINY_DATA, labels, lineage={}, aliases=["production"])
+        card = store.publish(name, random_state(1), TINY, TINY_DATA, labels, lineage={}, aliases=["production"])
         assert card.version == (3 if claimed else 2)
         assert store.resolve(name).version == card.version
         leftovers = [r for r in store.gc(name) if r.startswith(".staging-")]

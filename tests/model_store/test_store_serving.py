@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from model_store import Card, IntegrityError, ModelNotFound
+from vitserve.model_store import Card, IntegrityError, ModelNotFound
 
 
 def test_serving_round_trips_through_card_json(publish, store):

@@ -10,11 +10,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from service_fakes import ADMIN_TOKEN, FakeFactory, publish_tiny
 
-from model_store import ModelStore
-from service.app import create_app
-from service.settings import Settings
+from tests.service.fakes import ADMIN_TOKEN, FakeFactory
+from tests.tiny import publish_tiny
+from vitserve.model_store import ModelStore
+from vitserve.service.app import create_app
+from vitserve.service.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -81,8 +82,3 @@ def serve(make_settings: Callable[..., Settings], factory: FakeFactory) -> Calla
             yield client, app
 
     return _serve
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"

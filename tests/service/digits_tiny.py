@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vit.checkpoint import StateDict
-from vit.config import DataConfig, ViTConfig
+from vitserve.vit.checkpoint import StateDict
+from vitserve.vit.config import DataConfig, ViTConfig
 
 WEIGHTS = Path(__file__).parent / "data" / "digits_tiny_vit.npz"
 CONFIG = ViTConfig(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, num_classes=10)
@@ -39,9 +39,9 @@ def trained_state() -> StateDict:
 def train(epochs: int = 8) -> StateDict:
     import mindspore as ms
 
-    from vit.checkpoint import state_dict
-    from vit.model import VisionTransformer
-    from vit.preprocess import preprocess
+    from vitserve.vit.checkpoint import state_dict
+    from vitserve.vit.model import VisionTransformer
+    from vitserve.vit.preprocess import preprocess
 
     images, labels, val = digits()
     x, y = preprocess([im for im, v in zip(images, val, strict=True) if not v], DATA), labels[~val]

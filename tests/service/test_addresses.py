@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from service.addresses import AddressRefused, check_address, embedded_ipv4, parse_ip_literal
+from vitserve.service.inputs.addresses import AddressRefused, check_address, embedded_ipv4, parse_ip_literal
 
 REFUSED = [
     "127.0.0.1", "127.255.255.254", "0.0.0.0", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1",

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from service_fakes import TINY, TINY_DATA, auth, corrupt, png, random_state
 
-from model_store import ModelStore
-from vit.checkpoint import save_checkpoint
+from tests.service.fakes import auth, corrupt, png
+from tests.tiny import TINY, TINY_DATA, random_state
+from vitserve.model_store import ModelStore
+from vitserve.vit.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.anyio
 

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from service.batcher import Batcher
-from service.errors import DeadlineExceeded, Overloaded, ShuttingDown
+from vitserve.service.batching.batcher import Batcher
+from vitserve.service.http.errors import DeadlineExceeded, Overloaded, ShuttingDown
 
 pytestmark = pytest.mark.anyio
 

@@ -14,11 +14,11 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
-from service_fakes import expected_class, png
 
-from service.errors import InvalidInput, UnsupportedMediaType, UrlFetchFailed, UrlForbidden
-from service.fetch import UrlFetcher, UrlPolicy
-from vit.image_errors import ImageTooLarge
+from tests.service.fakes import expected_class, png
+from vitserve.service.http.errors import InvalidInput, UnsupportedMediaType, UrlFetchFailed, UrlForbidden
+from vitserve.service.inputs.fetch import UrlFetcher, UrlPolicy
+from vitserve.vit.image_errors import ImageTooLarge
 
 pytestmark = pytest.mark.anyio
 

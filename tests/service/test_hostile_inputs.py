@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
-from service_fakes import png
+
+from tests.service.fakes import png
 
 pytestmark = pytest.mark.anyio
 

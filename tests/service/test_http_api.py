@@ -7,7 +7,8 @@ import base64
 from typing import Any
 
 import pytest
-from service_fakes import expected_class, png
+
+from tests.service.fakes import expected_class, png
 
 pytestmark = pytest.mark.anyio
 

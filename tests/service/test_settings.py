@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.settings import SettingsError, load_settings
+from vitserve.service.settings import SettingsError, load_settings
 
 
 def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from train_runs import write_folder
+
+from tests.training.train_runs import write_folder
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from train_runs import tiny_recipe, write_folder
 
-from model_store import ModelStore
-from training.api import Trainer
+from tests.training.train_runs import tiny_recipe, write_folder
+from vitserve.model_store import ModelStore
+from vitserve.training.api import Trainer
 
 
 @pytest.mark.slow

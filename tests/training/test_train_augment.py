@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.augment import (
+from vitserve.training.augment import (
     RAND_OPS,
     RandAugmentPolicy,
     normalize,
@@ -14,8 +14,8 @@ from training.augment import (
     random_resized_crop,
     train_transform,
 )
-from training.config import AugmentConfig
-from vit.config import DataConfig
+from vitserve.training.config import AugmentConfig
+from vitserve.vit.config import DataConfig
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.config import TrainConfig, load_config
-from training.digits import export_digits, validation_mask
+from vitserve.training.config import TrainConfig, load_config
+from vitserve.training.digits import export_digits, validation_mask
 
 
 def test_shipped_mae_recipe_is_the_seeds() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.config import AugmentConfig
-from training.data import (
+from vitserve.training.config import AugmentConfig
+from vitserve.training.data import (
     CorruptImages,
     DataError,
     epoch_order,
@@ -18,7 +18,7 @@ from training.data import (
     scan_image_folder,
     train_batches,
 )
-from vit.config import DataConfig
+from vitserve.vit.config import DataConfig
 
 DATA = DataConfig(img_size=32, crop_pct=1.0)
 

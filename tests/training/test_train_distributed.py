@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from train_runs import REPO, env, tiny_recipe, write_recipe
 
-from training.config import TrainConfig
-from training.model_init import initial_model
-from vit.checkpoint import load_checkpoint_file, state_dict
+from tests.training.train_runs import REPO, env, tiny_recipe, write_recipe
+from vitserve.training.config import TrainConfig
+from vitserve.training.model_init import initial_model
+from vitserve.vit.checkpoint import load_checkpoint_file, state_dict
 
 STEPS = 4
 

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.data import scan_image_folder
-from training.evaluate import evaluate_folder, plot_confusion, score
-from vit.config import DataConfig, ViTConfig
-from vit.model import create_model
-from vit.preprocess import preprocess
+from tests.tiny import TINY
+from vitserve.training.data import scan_image_folder
+from vitserve.training.evaluate import evaluate_folder, plot_confusion, score
+from vitserve.vit.config import DataConfig
+from vitserve.vit.model import create_model
+from vitserve.vit.preprocess import preprocess
 
-TINY = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=3)
+THREE_CLASSES = TINY.replace(num_classes=3)
 
 
 def test_score_counts_top1_top5_and_confusion() -> None:
@@ -33,7 +34,7 @@ def test_score_counts_top1_top5_and_confusion() -> None:
 @pytest.mark.slow
 def test_every_image_is_counted_and_predictions_equal_model_plus_preprocess(color_folder: Path) -> None:
     ms.set_seed(0)
-    model = create_model(TINY)
+    model = create_model(THREE_CLASSES)
     data = DataConfig(img_size=32, crop_pct=0.875)
     folder = scan_image_folder(color_folder)
     result = evaluate_folder(model, folder, data, batch_size=4, workers=2)  # 18 images: 4 batches + 2

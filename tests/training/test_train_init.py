@@ -7,15 +7,15 @@ from pathlib import Path
 
 import mindspore as ms
 import numpy as np
-from train_runs import TINY_MODEL
 
-from model_store import ModelStore
-from training.config import TrainConfig
-from training.model_init import initial_model
-from training.step import TrainNetwork, drop_path_masks
-from vit.checkpoint import state_dict
-from vit.config import DataConfig, ViTConfig
-from vit.model import create_model
+from tests.training.train_runs import TINY_MODEL
+from vitserve.model_store import ModelStore
+from vitserve.training.config import TrainConfig
+from vitserve.training.model_init import initial_model
+from vitserve.training.step import TrainNetwork, drop_path_masks
+from vitserve.vit.checkpoint import state_dict
+from vitserve.vit.config import DataConfig, ViTConfig
+from vitserve.vit.model import create_model
 
 
 def _publish_source(store: ModelStore, num_classes: int) -> dict[str, np.ndarray]:

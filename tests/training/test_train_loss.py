@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from mindspore import Tensor
 
-from training.augment import mix_batch, smooth_one_hot
-from training.config import AugmentConfig
-from training.loss import soft_target_cross_entropy
+from vitserve.training.augment import mix_batch, smooth_one_hot
+from vitserve.training.config import AugmentConfig
+from vitserve.training.loss import soft_target_cross_entropy
 
 
 def _reference(logits: np.ndarray, target: np.ndarray) -> float:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from mindspore import Parameter, Tensor
 
-from training.optim import AdamW, ParamGroup, build_optimizer, layer_id, param_group
-from vit.config import ViTConfig
-from vit.model import create_model
+from vitserve.training.optim import AdamW, ParamGroup, build_optimizer, layer_id, param_group
+from vitserve.vit.config import ViTConfig
+from vitserve.vit.model import create_model
 
 DEPTH = 2
 TINY = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=DEPTH, num_heads=4, num_classes=10)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from train_runs import REPO, env, tiny_recipe, vitserve, write_recipe
 
-from training.checkpointing import load_training_checkpoint
+from tests.training.train_runs import REPO, env, tiny_recipe, vitserve, write_recipe
+from vitserve.training.checkpointing import load_training_checkpoint
 
 TOTAL = 20  # 18 images / batch 4 = 4 steps per epoch × 5 epochs
 
@@ -22,7 +22,7 @@ def _start(config: Path, run_dir: Path) -> subprocess.Popen[str]:
         [
             sys.executable,
             "-m",
-            "admin.main",
+            "vitserve.admin.main",
             "train",
             "--config",
             str(config),

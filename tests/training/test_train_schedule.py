@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from training.config import TrainConfig
-from training.schedule import cosine_schedule
+from vitserve.training.config import TrainConfig
+from vitserve.training.schedule import cosine_schedule
 
 
 def test_warmup_is_linear_from_zero_and_cosine_ends_at_min_lr() -> None:

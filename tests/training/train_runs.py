@@ -53,7 +53,7 @@ def env() -> dict[str, str]:
 
 def vitserve(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "admin.main", *args],
+        [sys.executable, "-m", "vitserve.admin.main", *args],
         cwd=REPO,
         env=env(),
         capture_output=True,

@@ -7,15 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vit.checkpoint import CheckpointMismatch, load_checkpoint_file, load_state_dict, save_checkpoint, state_dict
-from vit.config import ViTConfig
-from vit.model import create_model
-
-CONFIG = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=10)
+from tests.tiny import TINY
+from vitserve.vit.checkpoint import (
+    CheckpointMismatch,
+    load_checkpoint_file,
+    load_state_dict,
+    save_checkpoint,
+    state_dict,
+)
+from vitserve.vit.model import create_model
 
 
 def test_save_and_load_round_trip_leave_no_temporary(tmp_path: Path) -> None:
-    state = state_dict(create_model(CONFIG))
+    state = state_dict(create_model(TINY))
     save_checkpoint(state, tmp_path / "weights.ckpt")
     assert [p.name for p in tmp_path.iterdir()] == ["weights.ckpt"]
     loaded = load_checkpoint_file(tmp_path / "weights.ckpt")
@@ -24,7 +28,7 @@ def test_save_and_load_round_trip_leave_no_temporary(tmp_path: Path) -> None:
 
 
 def test_strict_load_names_missing_unexpected_and_mis_shaped_keys() -> None:
-    model = create_model(CONFIG)
+    model = create_model(TINY)
     state = state_dict(model)
     del state["blocks.0.norm1.beta"]
     state["extra.weight"] = np.zeros(3, np.float32)

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from vit.config import ALIASES, VARIANTS, DataConfig, ViTConfig, get_config, get_variant, variant_names
-from vit.convert_tables import expected_shapes
+from vitserve.vit.config import ALIASES, VARIANTS, DataConfig, ViTConfig, get_config, get_variant, variant_names
+from vitserve.vit.model import parameter_shapes
 
 # Parameter counts of timm's models of the same names (1000-class heads).
 TIMM_PARAMS = {
@@ -26,7 +26,7 @@ def test_every_variant_builds(name: str) -> None:
     config = variant.config
     assert ViTConfig.from_json(config.to_json()) == config
     assert variant.data.img_size == config.img_size == 224
-    params = sum(math.prod(shape) for shape in expected_shapes(config).values())
+    params = sum(math.prod(shape) for shape in parameter_shapes(config).values())
     assert params == TIMM_PARAMS[name]
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from admin.main import main as cli_main
-from vit.checkpoint import CheckpointMismatch, save_checkpoint
-from vit.config import INCEPTION_DATA, DataConfig, ViTConfig, get_config
-from vit.convert import (
+from tests.tiny import TINY, random_state
+from vitserve.admin.main import main as cli_main
+from vitserve.vit.checkpoint import CheckpointMismatch, save_checkpoint
+from vitserve.vit.config import INCEPTION_DATA, DataConfig, ViTConfig, get_config
+from vitserve.vit.convert import (
     convert_file,
     default_data_config,
     detect_format,
@@ -22,17 +23,12 @@ from vit.convert import (
     read_weights,
     to_vitserve,
 )
-from vit.convert_io import config_from_hf, labels_from_hf
-from vit.convert_tables import HF_RULES, expected_shapes, rename_to_theirs
+from vitserve.vit.convert_io import config_from_hf, labels_from_hf
+from vitserve.vit.convert_tables import HF_RULES, rename_to_theirs
+from vitserve.vit.model import parameter_shapes
 
-TINY = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=10)
 AVG = TINY
 TOKEN = TINY.replace(global_pool="token")
-
-
-def random_state(config: ViTConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {k: rng.standard_normal(shape).astype(np.float32) for k, shape in expected_shapes(config).items()}
 
 
 def as_timm(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -45,18 +41,19 @@ def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def test_expected_shapes_match_the_model() -> None:
-    from vit.checkpoint import state_dict
-    from vit.model import create_model
+def test_parameter_shapes_match_an_initialised_model() -> None:
+    """``parameter_shapes`` builds the model without data; a fully initialised one has the same list."""
+    from vitserve.vit.checkpoint import state_dict
+    from vitserve.vit.model import create_model
 
     for config in (AVG, TOKEN, AVG.replace(qkv_bias=False, num_classes=0)):
         model_shapes = {k: v.shape for k, v in state_dict(create_model(config)).items()}
-        assert expected_shapes(config) == model_shapes
+        assert parameter_shapes(config) == model_shapes
 
 
 @pytest.mark.parametrize("config", [AVG, TOKEN], ids=["avg", "token"])
 def test_timm_and_mae_tables(config: ViTConfig) -> None:
-    state = random_state(config)
+    state = random_state(0, config)
     timm = as_timm(state)
     assert detect_format(timm) == "timm"
     assert_same(to_vitserve(timm), state)
@@ -66,7 +63,7 @@ def test_timm_and_mae_tables(config: ViTConfig) -> None:
 
 
 def test_hf_table_fuses_query_key_value_as_rows() -> None:
-    state = random_state(TOKEN)
+    state = random_state(0, TOKEN)
     hf = rename_to_theirs(state, HF_RULES)
     assert detect_format(hf) == "hf"
     d = TOKEN.embed_dim
@@ -80,7 +77,7 @@ def test_hf_table_fuses_query_key_value_as_rows() -> None:
 
 
 def test_mindformers_table_transposes_only_in_out_weights() -> None:
-    state = random_state(AVG)
+    state = random_state(0, AVG)
     mf = from_vitserve_to_mindformers(state)
     assert detect_format(mf) == "mindformers"
     block = "vit.blocks.0"
@@ -95,31 +92,31 @@ def test_mindformers_table_transposes_only_in_out_weights() -> None:
 
 def test_token_pool_has_no_mindformers_form() -> None:
     with pytest.raises(ValueError, match="no final norm"):
-        from_vitserve_to_mindformers(random_state(TOKEN))
+        from_vitserve_to_mindformers(random_state(0, TOKEN))
 
 
 def test_ours_is_detected_and_kept() -> None:
-    state = random_state(AVG)
+    state = random_state(0, AVG)
     assert detect_format(state) == "vitserve"
     assert_same(to_vitserve(state), state)
 
 
 def test_unexpected_key_is_named() -> None:
-    timm = as_timm(random_state(AVG)) | {"blocks.0.ls1.gamma": np.ones(32, np.float32)}  # LayerScale: not ours
+    timm = as_timm(random_state(0, AVG)) | {"blocks.0.ls1.gamma": np.ones(32, np.float32)}  # LayerScale: not ours
     with pytest.raises(CheckpointMismatch, match=r"unexpected keys: blocks\.0\.ls1\.gamma") as err:
         to_vitserve(timm)
     assert err.value.unexpected == ["blocks.0.ls1.gamma"]
 
 
 def test_missing_fused_part_is_named_in_the_source_spelling() -> None:
-    hf = rename_to_theirs(random_state(TOKEN), HF_RULES)
+    hf = rename_to_theirs(random_state(0, TOKEN), HF_RULES)
     del hf["vit.encoder.layer.0.attention.attention.value.weight"]
     with pytest.raises(CheckpointMismatch, match=r"missing keys: vit\.encoder\.layer\.0\.attention\.attention\.value"):
         to_vitserve(hf)
 
 
 def test_missing_and_mis_shaped_keys_are_named(tmp_path: Path) -> None:
-    state = random_state(AVG)
+    state = random_state(0, AVG)
     del state["blocks.1.norm2.beta"]
     state["head.weight"] = state["head.weight"][:5]
     save_checkpoint(state, tmp_path / "broken.ckpt")
@@ -131,7 +128,7 @@ def test_missing_and_mis_shaped_keys_are_named(tmp_path: Path) -> None:
 
 
 def test_mae_pretraining_checkpoint_is_refused() -> None:
-    raw = {f"model.{k}": v for k, v in as_timm(random_state(TOKEN)).items()}
+    raw = {f"model.{k}": v for k, v in as_timm(random_state(0, TOKEN)).items()}
     raw |= {"model.mask_token": np.zeros((1, 1, 16), np.float32), "model.decoder_embed.weight": np.zeros((16, 32))}
     with pytest.raises(ValueError, match="MAE pre-training checkpoint"):
         to_vitserve(raw)
@@ -141,28 +138,28 @@ def test_unknown_layouts_and_formats() -> None:
     with pytest.raises(ValueError, match=r"cannot tell the checkpoint's format .*conv1\.weight"):
         detect_format({"conv1.weight": np.zeros(1)})
     with pytest.raises(ValueError, match="unknown checkpoint format 'onnx'; known: auto, timm"):
-        to_vitserve(random_state(AVG), "onnx")
+        to_vitserve(random_state(0, AVG), "onnx")
 
 
 def test_training_state_is_dropped(tmp_path: Path) -> None:
     import torch
 
-    timm = {k: torch.from_numpy(v) for k, v in as_timm(random_state(AVG)).items()}
+    timm = {k: torch.from_numpy(v) for k, v in as_timm(random_state(0, AVG)).items()}
     optimizer = {"state": {0: {"exp_avg": torch.zeros(3)}}, "param_groups": [{"lr": 0.1, "params": [0]}]}
     torch.save({"state_dict": timm, "optimizer": optimizer, "epoch": 7}, tmp_path / "train.pth")
     raw = read_weights(tmp_path / "train.pth")
     assert "optimizer.state.0.exp_avg" in raw and "epoch" not in raw  # non-array leaves are skipped
     converted = convert_file(tmp_path / "train.pth", config=AVG)
-    assert_same(converted.state, random_state(AVG))
+    assert_same(converted.state, random_state(0, AVG))
     assert converted.source["format"] == "timm"
 
 
 def test_infer_config_from_shapes() -> None:
     base = get_config("vit_base_patch16_224", drop_path_rate=0.0)
     # Zero-copy arrays of the right shapes: inference reads shapes only.
-    state = {k: np.broadcast_to(np.float32(0), s) for k, s in expected_shapes(base).items()}
+    state = {k: np.broadcast_to(np.float32(0), s) for k, s in parameter_shapes(base).items()}
     assert infer_config(state) == base
-    token = {k: np.broadcast_to(np.float32(0), s) for k, s in expected_shapes(TOKEN.replace(qkv_bias=False)).items()}
+    token = {k: np.broadcast_to(np.float32(0), s) for k, s in parameter_shapes(TOKEN.replace(qkv_bias=False)).items()}
     assert infer_config(token, num_heads=4) == TOKEN.replace(qkv_bias=False)
     with pytest.raises(ValueError, match="cannot infer num_heads for embed_dim 32"):
         infer_config(token)
@@ -207,7 +204,7 @@ def test_read_weights_edges(tmp_path: Path) -> None:
 
 
 def test_img_size_resamples_pos_embed(tmp_path: Path) -> None:
-    save_checkpoint(random_state(AVG), tmp_path / "model.ckpt")
+    save_checkpoint(random_state(0, AVG), tmp_path / "model.ckpt")
     converted = convert_file(tmp_path / "model.ckpt", config=AVG, img_size=64)
     assert converted.config.img_size == 64 and converted.data.img_size == 64
     assert converted.state["pos_embed"].shape == (1, 65, 32)
@@ -221,7 +218,7 @@ def test_model_library_imports_without_torch() -> None:
 
 
 def test_cli_writes_the_output_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    mf = from_vitserve_to_mindformers(random_state(AVG))
+    mf = from_vitserve_to_mindformers(random_state(0, AVG))
     save_checkpoint(mf, tmp_path / "vit_base_p16.ckpt")
     out = tmp_path / "out"
     args = ["convert", str(tmp_path / "vit_base_p16.ckpt"), "--config", AVG.to_json(), "--img-size", "48"]
@@ -248,7 +245,7 @@ def test_cli_writes_the_output_directory(tmp_path: Path, capsys: pytest.CaptureF
 def test_cli_errors_are_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    save_checkpoint(random_state(AVG), tmp_path / "model.ckpt")
+    save_checkpoint(random_state(0, AVG), tmp_path / "model.ckpt")
     args = [str(tmp_path / args[0]), *args[1:]]
     assert cli_main(["convert", *args, "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err

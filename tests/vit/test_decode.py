@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from tests.vit.photos import encode, gif_with_screen, jpeg_with_size, mosaic, photo, png_with_header, upscale
-from vit.config import DataConfig
-from vit.decode import DRAFT_MARGIN, DecodeLimits, decode_image, draft_scale
-from vit.image_errors import ImageError, ImageTooLarge, InvalidImage, UnsupportedImageType
-from vit.preprocess import transform
+from vitserve.vit.config import DataConfig
+from vitserve.vit.decode import DRAFT_MARGIN, DecodeLimits, decode_image, draft_scale
+from vitserve.vit.image_errors import ImageError, ImageTooLarge, InvalidImage, UnsupportedImageType
+from vitserve.vit.preprocess import transform
 
 
 def decoded(data: bytes, **kwargs: object) -> np.ndarray:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from importlib import resources
 
-from vit.labels import IMAGENET_1K_LABELS, imagenet_1k_labels
+from vitserve.vit.labels import IMAGENET_1K_LABELS, imagenet_1k_labels
 
 
 def test_the_1000_short_names_in_index_order_with_their_repeats():

@@ -7,13 +7,12 @@ import mindspore as ms
 import numpy as np
 import pytest
 
+from tests.tiny import TINY
 from tests.vit import torch_refs
-from vit.checkpoint import load_state_dict, state_dict
-from vit.config import ViTConfig, get_config
-from vit.model import create_model
-from vit.pos_embed import resample_pos_embed
-
-TINY = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=10)
+from vitserve.vit.checkpoint import load_state_dict, state_dict
+from vitserve.vit.config import ViTConfig, get_config
+from vitserve.vit.model import create_model
+from vitserve.vit.pos_embed import resample_pos_embed
 
 
 def images(config: ViTConfig, size: int = 2, seed: int = 0) -> ms.Tensor:

@@ -18,14 +18,14 @@ import mindspore as ms
 import numpy as np
 import pytest
 
+from tests.tiny import TINY
 from tests.vit import torch_refs
-from vit.checkpoint import load_checkpoint_file, load_state_dict, save_checkpoint
-from vit.config import DataConfig, ViTConfig, get_config
-from vit.convert import convert_file, from_vitserve_to_mindformers, read_weights, to_vitserve
-from vit.model import VisionTransformer, create_model
+from vitserve.vit.checkpoint import load_checkpoint_file, load_state_dict, save_checkpoint
+from vitserve.vit.config import DataConfig, ViTConfig, get_config
+from vitserve.vit.convert import convert_file, from_vitserve_to_mindformers, read_weights, to_vitserve
+from vitserve.vit.model import VisionTransformer, create_model
 
 TOLERANCE = 1e-4  # max abs logit difference, fp32
-TINY = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=10)
 AVG = TINY.replace(global_pool="avg")
 TOKEN = TINY.replace(global_pool="token")
 HF = TINY.replace(global_pool="token", layer_norm_eps=1e-12)  # HF's own default eps

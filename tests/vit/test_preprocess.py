@@ -12,10 +12,10 @@ from PIL import Image
 
 from tests.torch_compat import import_timm
 from tests.vit.photos import encode, photo
-from vit.config import INCEPTION_DATA, DataConfig
-from vit.decode import DecodeLimits
-from vit.image_errors import ImageTooLarge, InvalidImage
-from vit.preprocess import ImageSource, load_image, preprocess, resized_size, transform
+from vitserve.vit.config import INCEPTION_DATA, DataConfig
+from vitserve.vit.decode import DecodeLimits
+from vitserve.vit.image_errors import ImageTooLarge, InvalidImage
+from vitserve.vit.preprocess import ImageSource, load_image, preprocess, resized_size, transform
 
 # transform() and timm call the same Pillow resize; the rest is float32 arithmetic done in a different order.
 TIMM_ATOL = 1e-5

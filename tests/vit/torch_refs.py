@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from tests.torch_compat import import_timm, import_transformers
-from vit.config import ViTConfig
+from vitserve.vit.config import ViTConfig
 
 
 def randomize_(model: Any, seed: int) -> Any:

@@ -1,0 +1,125 @@
+"""The OpenVINO engine: a store version's cached ONNX export compiled by OpenVINO's CPU plugin.
+
+Implements the service's ``Engine`` protocol. OpenVINO reads the ONNX file directly (its batch axis stays
+dynamic) and keeps its own compiled-blob cache beside the export (``cache/openvino``), keyed by OpenVINO
+itself on the model and the device. ``precision="bf16"`` asks for bfloat16 inference where the CPU has
+bf16 instructions; elsewhere OpenVINO keeps fp32 (``inference_precision`` says which one is in effect).
+``openvino`` is imported only when this engine is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vitserve.model_store.card import Card
+from vitserve.model_store.store import ModelStore
+from vitserve.runtime.onnx_engine import OnnxRuntimeEngine, check_batch, default_threads, engine_options
+
+if TYPE_CHECKING:
+    from vitserve.runtime.engine import EngineOptions
+
+logger = logging.getLogger(__name__)
+
+_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
+
+
+class OpenVinoEngine:
+    """Runs ``(B, C, H, W)`` float32 batches through an ONNX model with OpenVINO on CPU."""
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        input_shape: tuple[int, int, int],
+        batch_sizes: Sequence[int] = (1,),
+        threads: int | None = None,
+        precision: str = "fp32",
+        cache_dir: Path | None = None,
+    ) -> None:
+        import openvino as ov
+
+        if precision not in _PRECISION_HINTS:
+            raise ValueError(f"unknown OpenVINO precision {precision!r}; known: {', '.join(_PRECISION_HINTS)}")
+        self.path = Path(path)
+        self.batch_sizes = tuple(batch_sizes)
+        self.input_shape = tuple(input_shape)
+        self.threads = threads or default_threads()
+        core = ov.Core()
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            core.set_property({"CACHE_DIR": str(cache_dir)})
+        config = {
+            "INFERENCE_NUM_THREADS": self.threads,
+            # One stream: the service batches requests itself; more streams would split the cores.
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+            "INFERENCE_PRECISION_HINT": _PRECISION_HINTS[precision],
+        }
+        self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
+        self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self._request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()  # one infer request: serialise callers
+        self.version = ov.__version__
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """``(B, C, H, W)`` float32 → ``(B, num_classes)`` float32 logits."""
+        batch = check_batch(batch, self.input_shape)
+        with self._lock:
+            result = self._request.infer({0: batch})
+            return np.array(result[self.compiled.output(0)], dtype=np.float32)
+
+    def warmup(self) -> None:
+        """Run every bucket size once (the plugin specialises its kernels per input shape on first use)."""
+        for size in self.batch_sizes:
+            self.run(np.zeros((size, *self.input_shape), np.float32))
+
+
+def build_openvino_engine(card: Card, store: ModelStore, options: EngineOptions) -> OpenVinoEngine | OnnxRuntimeEngine:
+    """The service's factory: ``card``'s version on OpenVINO. A version that opted into int8 gets ONNX Runtime's
+    int8 engine instead (the quantised graph is ONNX Runtime's; OpenVINO's own reduced precision is bf16)."""
+    threads, precision = engine_options(card, options)
+    if precision == "int8":
+        from vitserve.runtime.onnx_engine import onnxruntime_engine_for
+
+        logger.info("%s opted into int8: serving it with ONNX Runtime's int8 engine", card.ref)
+        return onnxruntime_engine_for(store, card, batch_sizes=options.batch_sizes, precision="int8", threads=threads)
+    return openvino_engine_for(store, card, batch_sizes=options.batch_sizes, precision=precision, threads=threads)
+
+
+def openvino_engine_for(
+    store: ModelStore,
+    card: Card,
+    *,
+    batch_sizes: Sequence[int],
+    precision: str = "fp32",
+    threads: int | None = None,
+) -> OpenVinoEngine:
+    """An engine for ``card``'s version from its cached fp32 export (exported on first use)."""
+    from vitserve.runtime.export_cache import CACHE_DIR, cached_onnx
+
+    path = cached_onnx(store, card, "fp32")
+    cfg = card.config
+    engine = OpenVinoEngine(
+        path,
+        input_shape=(cfg.in_chans, cfg.img_size, cfg.img_size),
+        batch_sizes=batch_sizes,
+        threads=threads,
+        precision=precision,
+        cache_dir=store.version_dir(card) / CACHE_DIR / "openvino",
+    )
+    logger.info(
+        "openvino %s engine for %s (%s, %d threads)",
+        engine.version,
+        card.ref,
+        engine.inference_precision,
+        engine.threads,
+    )
+    return engine

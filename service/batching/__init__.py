@@ -1,0 +1,1 @@
+"""Dynamic batching: many concurrent callers, one engine call per batch."""

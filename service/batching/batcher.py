@@ -1,0 +1,224 @@
+"""Dynamic batching: many concurrent callers, one model call per batch, each caller gets exactly its own row.
+
+Model-agnostic (it stacks ``(...)``-shaped items into ``(B, ...)`` and hands that to a function), in the manner
+of ray serve's ``_BatchQueue``. Invariants, all on the monotonic clock:
+
+- the queue is bounded: a full queue is ``Overloaded`` at once (503 + Retry-After), never an unbounded wait;
+- a batch closes when it holds ``max_batch_size`` items or ``max_delay_ms`` after its first item arrived;
+- an item whose deadline has passed (or whose caller went away) is dropped before it takes a batch slot;
+- the function runs on one worker thread, off the event loop; every caller of a batch gets its own row of the
+  output, or the batch's exception; an output whose first dimension is not the batch size is an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from vitserve.service.http.errors import DeadlineExceeded, Overloaded, ShuttingDown
+
+log = logging.getLogger(__name__)
+
+BatchFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One caller's share of a batch: ``row`` is ``output[i]`` for its item."""
+
+    row: np.ndarray
+    queue_ms: float  # from submit to the batch's start
+    infer_ms: float  # the batch's model call
+    batch_size: int
+
+
+class BatchObserver(Protocol):
+    """Receives what the batcher measures (the service turns it into Prometheus metrics)."""
+
+    def on_batch(self, size: int, queue_waits_s: Sequence[float], run_s: float) -> None: ...
+    def on_reject(self, reason: str) -> None: ...
+    def on_depth(self, depth: int) -> None: ...
+
+
+@dataclass(eq=False)
+class _Item:
+    x: np.ndarray
+    deadline: float
+    enqueued: float
+    future: asyncio.Future[BatchResult] = field(repr=False)
+
+    def live(self, now: float) -> bool:
+        return not self.future.done() and now < self.deadline
+
+
+class Batcher:
+    """A bounded queue in front of ``fn((B, ...)) -> (B, ...)``; ``start`` and ``stop`` from the owner's lifespan."""
+
+    def __init__(
+        self,
+        fn: BatchFn,
+        *,
+        max_batch_size: int,
+        max_delay_ms: float,
+        queue_size: int,
+        executor: ThreadPoolExecutor | None = None,
+        observer: BatchObserver | None = None,
+        name: str = "batcher",
+    ) -> None:
+        if max_batch_size < 1 or queue_size < 1 or max_delay_ms < 0:
+            raise ValueError(f"invalid batcher: max_batch_size {max_batch_size}, queue_size {queue_size}")
+        self.fn, self.name = fn, name
+        self.max_batch_size, self.max_delay_s = max_batch_size, max_delay_ms / 1000.0
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._observer = observer
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._running = False
+        self._batch_s = 0.0  # moving average of one model call, for Retry-After
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name=self.name)
+
+    async def submit(self, x: np.ndarray, *, deadline: float) -> BatchResult:
+        """Queue one item and wait for its row. ``deadline`` is a ``time.monotonic()`` instant.
+
+        Raises ``Overloaded`` (queue full), ``DeadlineExceeded``, ``ShuttingDown`` or the batch's exception.
+        """
+        if self._closing or self._task is None:
+            raise ShuttingDown(f"{self.name} is not accepting work")
+        now = time.monotonic()
+        if now >= deadline:
+            self._reject("deadline")
+            raise DeadlineExceeded("the request's deadline passed before it was queued")
+        item = _Item(x, deadline, now, asyncio.get_running_loop().create_future())
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self._reject("queue_full")
+            raise Overloaded(
+                f"{self.name}: queue full ({self._queue.maxsize} waiting); retry later",
+                retry_after_s=self._retry_after_s(),
+            ) from None
+        self._depth_changed()
+        try:
+            return await asyncio.wait_for(asyncio.shield(item.future), deadline - now)
+        except TimeoutError:
+            self._reject("deadline")
+            raise DeadlineExceeded(f"no result within the request's deadline ({deadline - now:.3f} s)") from None
+        finally:
+            item.future.cancel()  # no-op when done; otherwise the loop skips the abandoned item
+
+    async def stop(self, *, drain: bool = True, timeout_s: float | None = None) -> None:
+        """Refuse new items; with ``drain``, finish the queued ones (up to ``timeout_s``); fail the rest."""
+        self._closing = True
+        if drain and self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle(), timeout_s)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while not self._queue.empty():
+            self._fail([self._queue.get_nowait()], ShuttingDown(f"{self.name} stopped before this item ran"))
+        if self._own_executor:
+            self._executor.shutdown(wait=False)
+
+    async def _idle(self) -> None:
+        while self._queue.qsize() or self._running:
+            await asyncio.sleep(0.01)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                batch = await self._collect()
+                if batch:
+                    await self._run(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not leave every later caller waiting for its deadline
+                log.exception("%s: batching loop error; continuing", self.name)
+                self._running = False
+
+    async def _collect(self) -> list[_Item]:
+        """Wait for a first live item, then take more until the batch is full or its delay is over."""
+        first = await self._queue.get()
+        self._running = True  # from here until the batch is answered, stop(drain) waits for us
+        batch = [first] if first.live(time.monotonic()) else []
+        close_at = first.enqueued + self.max_delay_s
+        while len(batch) < self.max_batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = close_at - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if item.live(time.monotonic()):
+                batch.append(item)
+        self._depth_changed()
+        now = time.monotonic()
+        live = [item for item in batch if item.live(now)]  # re-checked: the wait may have outlived some
+        if not live:
+            self._running = False
+        return live
+
+    async def _run(self, batch: list[_Item]) -> None:
+        started = time.monotonic()
+        try:
+            x = np.stack([item.x for item in batch])
+            out = await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, x)
+            if not isinstance(out, np.ndarray) or out.ndim < 1 or out.shape[0] != len(batch):
+                shape = getattr(out, "shape", type(out).__name__)
+                raise RuntimeError(f"{self.name}: batch function returned {shape} for a batch of {len(batch)}")
+        except asyncio.CancelledError:
+            self._fail(batch, ShuttingDown(f"{self.name} stopped while this batch ran"))
+            raise
+        except Exception as err:
+            log.warning("%s: batch of %d failed: %s", self.name, len(batch), err)
+            self._fail(batch, err)
+            return
+        finally:
+            self._running = False
+        run_s = time.monotonic() - started
+        self._batch_s = run_s if not self._batch_s else 0.8 * self._batch_s + 0.2 * run_s
+        for i, item in enumerate(batch):
+            if not item.future.done():
+                item.future.set_result(BatchResult(out[i], (started - item.enqueued) * 1e3, run_s * 1e3, len(batch)))
+        if self._observer is not None:
+            self._observer.on_batch(len(batch), [started - item.enqueued for item in batch], run_s)
+
+    def _fail(self, items: list[_Item], err: BaseException) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(err)
+
+    def _retry_after_s(self) -> float:
+        batches_ahead = math.ceil(self._queue.qsize() / self.max_batch_size)
+        return max(1.0, batches_ahead * self._batch_s)
+
+    def _reject(self, reason: str) -> None:
+        if self._observer is not None:
+            self._observer.on_reject(reason)
+
+    def _depth_changed(self) -> None:
+        if self._observer is not None:
+            self._observer.on_depth(self._queue.qsize())

@@ -1,0 +1,1 @@
+"""Loaded model versions: load beside, warm, swap, drain and retire."""
