@@ -1,7 +1,7 @@
 """Engine benchmark: images/s and p50/p99 ms per batch, our engines beside the peers, on the same weights.
 
-    python -m benchmarks.engine_bench --quick            # tiny model, about a minute
-    python -m benchmarks.engine_bench --full --out DIR   # ViT-B/16 at 224 (tens of minutes on 2 cores)
+    python -m vitserve.benchmarks.engine_bench --quick            # tiny model, about a minute
+    python -m vitserve.benchmarks.engine_bench --full --out DIR   # ViT-B/16 at 224 (tens of minutes on 2 cores)
 
 Every engine is held to ``--threads`` threads. Also measures this machine's fp32 GEMM ceiling (the model's
 MLP GEMM through numpy's BLAS and torch, best of both) and the int8 one (ONNX Runtime's MatMulInteger), and
@@ -125,7 +125,7 @@ def ceilings(config: ViTConfig, threads: int) -> dict[str, float]:
 
 
 def summarise(rows: list[dict[str, Any]], ceiling: dict[str, float]) -> dict[str, Any]:
-    """Best images/s per runner, shares of the ceiling, and the issue's target ratios.
+    """Best images/s per runner, shares of the ceiling, and the target ratios.
 
     Ratios are given twice: on mean throughput (``ratios``) and on the median batch latency
     (``ratios_p50``: batch ÷ p50), which a shared machine's bursts of load disturb less.
@@ -301,7 +301,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.engine_bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m vitserve.benchmarks.engine_bench", description=__doc__.split("\n")[0]
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

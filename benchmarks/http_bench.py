@@ -1,7 +1,7 @@
 """End-to-end HTTP benchmark: a real ``vitserve serve`` process, real JPEGs, a concurrency sweep.
 
-    python -m benchmarks.http_bench --quick              # tiny model
-    python -m benchmarks.http_bench --full --out DIR     # ViT-B/16
+    python -m vitserve.benchmarks.http_bench --quick              # tiny model
+    python -m vitserve.benchmarks.http_bench --full --out DIR     # ViT-B/16
 
 For each concurrency (1, 4, 16, 64) clients POST 500×375 JPEGs (scikit-image's photographs) to /classify
 over 127.0.0.1 and we record throughput, p50/p95/p99 latency and the mean batch size the server achieved
@@ -326,7 +326,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.http_bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m vitserve.benchmarks.http_bench", description=__doc__.split("\n")[0]
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

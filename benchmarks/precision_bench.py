@@ -1,6 +1,6 @@
 """Accuracy of the reduced-precision engine for one store version, on real images, recorded in its card.
 
-    python -m benchmarks.precision_bench --model digits-vit --store ./store
+    python -m vitserve.benchmarks.precision_bench --model digits-vit --store ./store
 
 Always: top-1 agreement with fp32 on scikit-image's photographs (no labels needed). When the version
 classifies the ten digits (labels "0".."9", the embedded default model): also scikit-learn's digits, the
@@ -87,7 +87,9 @@ def run_precision_bench(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.precision_bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m vitserve.benchmarks.precision_bench", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--model", required=True, help="store reference (name, name:V, name@alias)")
     parser.add_argument("--store", type=Path, default=None, help="store root (default VITSERVE_STORE_ROOT or ./store)")
     parser.add_argument("--precision", default="int8", choices=["int8"])

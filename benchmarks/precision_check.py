@@ -1,6 +1,6 @@
 """Measure what a reduced-precision engine costs in accuracy, on real images, and record it in the card.
 
-Two numbers, as the performance issue asks: top-1 agreement with the fp32 engine on any images (labels not
+Two numbers: top-1 agreement with the fp32 engine on any images (labels not
 needed), and, where labels are given, the change in top-1 accuracy. They are recorded in the version's card
 under the dataset name ``"<dataset>@<precision>"``.
 """

@@ -1,8 +1,8 @@
 """``TrainConfig``: one training run's recipe, loaded from a YAML file.
 
-The shipped ``configs/vit_base_p16_224_100ep.yaml`` is the seed's MAE fine-tuning recipe (DESIGN.md 3.3);
-``configs/digits.yaml`` trains the small embedded default model from scratch. Defaults are stated once,
-here; the YAML files only say what they change.
+The shipped ``configs/vit_base_p16_224_100ep.yaml`` is the seed's MAE fine-tuning recipe (docs/model.md,
+"Training recipe"); ``configs/digits.yaml`` trains the small embedded default model from scratch. Defaults
+are stated once, here; the YAML files only say what they change.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class TrainConfig:
     num_workers: int = 4  # parallel decode/augment workers in the mindspore.dataset pipeline
     on_corrupt: OnCorrupt = "fail"  # unreadable images: fail the run listing them, or skip them with a warning
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    # --- optimisation (DESIGN.md 3.3) ---
+    # --- optimisation (docs/model.md, "Training recipe") ---
     epochs: int = 100
     warmup_epochs: float = 5.0
     batch_size: int = 32  # per device; the global batch is batch_size × world size

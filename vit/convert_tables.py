@@ -86,7 +86,7 @@ HF_RULES: tuple[Rule, ...] = (
     *_linear("head", "classifier"),
 )
 
-# MindFormers vit_base_p16 (DESIGN 3.4 read in reverse). Its `Linear` multiplies by the weight as stored
+# MindFormers vit_base_p16 (docs/model.md, "Weight conversion"). Its `Linear` multiplies by the weight as stored
 # when transpose_b=False: attention.projection and output.mapping/projection are stored (in, out), so they
 # are transposed; dense1/2/3 and head use transpose_b=True and are (out, in) like ours.
 _MF_BLOCK = "vit.blocks.{i}"

@@ -31,5 +31,5 @@ mkdir -p "$prefix/scripts"
 install -m 0755 "$src/deploy/scripts/start.sh" "$src/deploy/scripts/train.sh" "$prefix/scripts/"
 
 # Smoke check: the installed CLI answers and the service imports, from outside the source tree.
-(cd / && "$prefix/bin/vitserve" --help >/dev/null && "$prefix/bin/python" -c "import service, training, model_store, vit")
+(cd / && "$prefix/bin/vitserve" --help >/dev/null && "$prefix/bin/python" -c "import vitserve.service.app, vitserve.training, vitserve.model_store, vitserve.vit")
 echo "vitserve built into $prefix"

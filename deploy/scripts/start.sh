@@ -30,7 +30,7 @@ export VITSERVE_STORE_ROOT=$store_root
 # The store is the one place that knows its on-disk layout, so ask it rather than list directories here.
 store_has_models() {
   python -c 'import os, sys
-from model_store import ModelStore
+from vitserve.model_store import ModelStore
 sys.exit(0 if ModelStore(os.environ["VITSERVE_STORE_ROOT"]).list_models() else 1)'
 }
 

@@ -30,8 +30,8 @@ fi
 
 # The entry script ships inside the installed package; ask Python where, rather than assume a source tree.
 entry=$(python -c 'import importlib.util, sys
-spec = importlib.util.find_spec("training.distributed")
-sys.exit("train.sh: training.distributed is not installed") if spec is None else print(spec.origin)')
+spec = importlib.util.find_spec("vitserve.training.distributed")
+sys.exit("train.sh: vitserve.training.distributed is not installed") if spec is None else print(spec.origin)')
 
 cmd=(msrun
   "--worker_num=$((num_nodes * per_node))"

@@ -103,8 +103,11 @@ def test_runs_as_a_non_root_user_with_the_store_as_a_volume(instructions: list[I
 def test_dockerignore_keeps_what_the_build_installs() -> None:
     patterns = ignore_patterns(REPO / ".dockerignore")
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    packages = [p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]]
-    needed = ["pyproject.toml", project["project"]["readme"], *packages]
+    setuptools = project["tool"]["setuptools"]
+    root = setuptools["package-dir"]["vitserve"]  # the root package's folder; its subpackages are folders in it
+    folders = [name.removeprefix("vitserve").lstrip(".").replace(".", "/") for name in setuptools["packages"]]
+    packages = [str(Path(root) / folder / "__init__.py") for folder in folders]
+    needed = ["pyproject.toml", project["project"]["readme"], "__main__.py", "py.typed", *packages]
     needed += [str(p.relative_to(REPO)) for p in (REPO / "deploy" / "scripts").glob("*.sh")]
     kept_out = [path for path in needed if is_ignored(path, patterns)]
     assert not kept_out, f".dockerignore leaves out {kept_out}"

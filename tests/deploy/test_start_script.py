@@ -28,6 +28,7 @@ from PIL import Image
 
 from tests.deploy.dockerfile_instructions import healthcheck_command, read_instructions
 from tests.deploy.k8s_objects import REPO
+from tests.tiny import TINY
 
 pytestmark = pytest.mark.slow
 
@@ -82,8 +83,26 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         assert (prefix / path).is_file(), f"{path} missing from the built prefix"
     # A regular install, not a link back to this checkout.
     site = next((prefix / "lib").glob("python3.*/site-packages"))
-    assert (site / "service" / "app.py").is_file()
+    assert (site / "vitserve" / "service" / "app.py").is_file()
     return prefix, shared
+
+
+def test_the_distribution_installs_one_import_name_and_its_command(built: tuple[Path, Path]) -> None:
+    """A regular (non-editable) install adds one top-level name, ``vitserve``, and a working console script."""
+    prefix, shared = built
+    site = next((prefix / "lib").glob("python3.*/site-packages"))
+    record = next(site.glob("vitserve-*.dist-info")) / "RECORD"
+    installed = [line.split(",")[0] for line in record.read_text().splitlines() if line]
+    top_level = {path.split("/")[0] for path in installed if not path.startswith("../")}  # ../ = bin/ scripts
+    assert {name for name in top_level if not name.endswith(".dist-info")} == {"vitserve"}, sorted(top_level)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(prefix), "PYTHONPATH": str(shared)}
+    for command in (
+        [str(prefix / "bin" / "vitserve"), "--help"],
+        [str(prefix / "bin" / "python"), "-m", "vitserve", "--help"],
+    ):
+        result = subprocess.run(command, env=env, cwd="/", capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "serve" in result.stdout and "models" in result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -91,11 +110,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store holding one real (tiny, untrained) MindSpore ViT as `tiny-vit` version 1."""
     from vitserve.model_store import ModelStore
     from vitserve.vit.checkpoint import state_dict
-    from vitserve.vit.config import DataConfig, ViTConfig
+    from vitserve.vit.config import DataConfig
     from vitserve.vit.model import create_model
 
     root = tmp_path_factory.mktemp("models")
-    config = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=len(LABELS))
+    config = TINY.replace(num_classes=len(LABELS))
     state = state_dict(create_model(config))
     lineage = {"source": "tests/deploy/test_start_script.py: random initialisation"}
     ModelStore(root).publish(MODEL, state, config, DataConfig(img_size=32), LABELS, lineage=lineage)

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from tests.tiny import TINY, publish_tiny, random_state
-from vitserve.runtime.engine import MindSporeEngine, bucket_for, build_engine
-from vitserve.service.settings import Settings
+from vitserve.runtime.engine import EngineOptions, MindSporeEngine, bucket_for, build_engine
 from vitserve.vit.checkpoint import load_state_dict
 from vitserve.vit.model import create_model
 
@@ -51,15 +50,15 @@ def test_build_engine_loads_store_weights_and_names_unknown_kinds(tmp_path: obje
 
     store = ModelStore(Path(str(tmp_path)) / "store")
     card = publish_tiny(store, seed=4)
-    settings = Settings(store_root=store.root, max_batch_size=2)
-    built = build_engine("mindspore", card, store, settings)
+    options = EngineOptions(batch_sizes=(1, 2))
+    built = build_engine("mindspore", card, store, options)
     assert built.batch_sizes == (1, 2)
     reference = create_model(TINY)
     load_state_dict(reference, random_state(4))
     x = np.ones((1, 3, 32, 32), dtype=np.float32)
     np.testing.assert_allclose(built.run(x), reference(ms.Tensor(x)).asnumpy(), atol=1e-5)
     with pytest.raises(ValueError, match="unknown engine 'tensorrt'"):
-        build_engine("tensorrt", card, store, settings)
+        build_engine("tensorrt", card, store, options)
 
 
 def test_auto_falls_back_to_mindspore_when_the_cpu_runtime_is_missing(
@@ -72,12 +71,12 @@ def test_auto_falls_back_to_mindspore_when_the_cpu_runtime_is_missing(
 
     store = ModelStore(Path(str(tmp_path)) / "store")
     card = publish_tiny(store, seed=4)
-    settings = Settings(store_root=store.root, max_batch_size=2, device_target="CPU")
+    options = EngineOptions(batch_sizes=(1, 2), device_target="CPU")
     missing = dict(engine_module._BACKENDS)
     missing["onnxruntime"] = ("service.no_such_backend", "build")
     missing["openvino"] = ("service.no_such_backend", "build")
     monkeypatch.setattr(engine_module, "_BACKENDS", missing)
     monkeypatch.setattr(engine_module, "resolve_kind", lambda kind, device: "onnxruntime" if kind == "auto" else kind)
-    assert isinstance(build_engine("auto", card, store, settings), MindSporeEngine)
+    assert isinstance(build_engine("auto", card, store, options), MindSporeEngine)
     with pytest.raises(RuntimeError, match="not available"):
-        build_engine("onnxruntime", card, store, settings)
+        build_engine("onnxruntime", card, store, options)

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.tiny import TINY
 from vitserve.vit.checkpoint import StateDict
-from vitserve.vit.config import DataConfig, ViTConfig
+from vitserve.vit.config import DataConfig
 
 WEIGHTS = Path(__file__).parent / "data" / "digits_tiny_vit.npz"
-CONFIG = ViTConfig(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, num_classes=10)
+CONFIG = TINY.replace(embed_dim=64)  # wider than TINY: it is trained to a real classifier
 DATA = DataConfig(img_size=32, crop_pct=1.0)
 LABELS = [str(i) for i in range(10)]
 

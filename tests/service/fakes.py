@@ -82,7 +82,7 @@ class FakeFactory:
         self.engines: dict[str, FakeEngine] = {}
         self.fail_warmup: set[str] = set()
 
-    def __call__(self, card: Card, store: ModelStore, settings: object) -> FakeEngine:
+    def __call__(self, card: Card, store: ModelStore, options: object) -> FakeEngine:
         store.verify(card.ref)
         engine = FakeEngine(card, delay_s=self.delay_s, fail_warmup=card.ref in self.fail_warmup)
         self.engines[card.ref] = engine

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 from mindspore import Parameter, Tensor
 
+from tests.tiny import TINY
 from vitserve.training.optim import AdamW, ParamGroup, build_optimizer, layer_id, param_group
-from vitserve.vit.config import ViTConfig
 from vitserve.vit.model import create_model
 
-DEPTH = 2
-TINY = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=DEPTH, num_heads=4, num_classes=10)
+DEPTH = TINY.depth
 
 # name → (weight decay?, layer id) for every parameter of the tiny avg-pool model; 0.65 ** (3 − id) lr scale.
 EXPECTED = {

@@ -12,9 +12,12 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from tests.tiny import TINY
+
 REPO = Path(__file__).resolve().parents[2]
 
-TINY_MODEL = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 4, "global_pool": "avg"}
+# The tiny model as a recipe's model_args (the head is sized by the data's classes).
+TINY_MODEL = {k: getattr(TINY, k) for k in ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "global_pool")}
 
 
 def tiny_recipe(tmp_path: Path, **changes: Any) -> dict[str, Any]:
