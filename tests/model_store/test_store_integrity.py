@@ -52,7 +52,7 @@ def test_a_damaged_card_names_the_version(store, publish):
 
 
 def test_publish_refuses_weights_that_do_not_fit_the_config(store, publish, tiny_config, tiny_data):
-    from tiny_weights import random_state
+    from tests.tiny import random_state
 
     state = random_state(0)
     del state["head.bias"]

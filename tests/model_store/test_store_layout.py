@@ -23,14 +23,14 @@ def test_publish_writes_the_documented_layout_and_card(store, publish, tiny_conf
     assert on_disk["config"] == tiny_config.to_dict()
     assert on_disk["data"]["crop_pct"] == tiny_data.crop_pct
     assert on_disk["labels"] == [f"class{i}" for i in range(10)]
-    assert on_disk["lineage"] == {"test": 1} and on_disk["metrics"] == {"val": {"top1": 0.5}}
+    assert on_disk["lineage"] == {"seed": 1} and on_disk["metrics"] == {"val": {"top1": 0.5}}
     assert on_disk["created_at"].endswith("+00:00") and on_disk["description"] == "first"
     assert json.loads((store.root / "tiny" / "aliases.json").read_text())["aliases"] == {"staging": 1}
     assert store.version_dir(card) == version_dir
 
 
 def test_load_returns_the_published_weights(store, publish):
-    from tiny_weights import random_state
+    from tests.tiny import random_state
 
     publish("tiny", seed=3)
     state, card = store.load("tiny:1")
@@ -120,7 +120,7 @@ def test_default_root_from_the_environment(monkeypatch, tmp_path):
 
 
 def test_publish_refuses_labels_that_do_not_fit_the_head(store, tiny_config, tiny_data):
-    from tiny_weights import random_state
+    from tests.tiny import random_state
 
     with pytest.raises(ValueError, match="3 labels for a head of 10 classes"):
         store.publish("tiny", random_state(0), tiny_config, tiny_data, ["a", "b", "c"], lineage={})

@@ -56,7 +56,7 @@ def test_a_publish_killed_at_every_stage_leaves_no_partial_version(tmp_path):
     root = tmp_path / "store"
     store = ModelStore(root)
     labels = [str(i) for i in range(10)]
-    from tiny_weights import TINY, TINY_DATA
+    from tests.tiny import TINY, TINY_DATA
 
     for stage in STAGES:  # one good version each, then a publisher killed at that stage
         store.publish(f"m-{stage}", random_state(0), TINY, TINY_DATA, labels, lineage={}, aliases=["production"])

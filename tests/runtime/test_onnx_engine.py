@@ -207,7 +207,8 @@ def test_the_service_does_not_import_cpu_engine_packages_until_chosen() -> None:
     import sys
 
     code = (
-        "import sys, service.app, service.engine, service.onnx_engine, service.openvino_engine, vit.export\n"
+        "import sys, vitserve.service.app, vitserve.runtime.engine, vitserve.runtime.onnx_engine\n"
+        "import vitserve.runtime.openvino_engine, vitserve.runtime.onnx_export, vitserve.runtime.quantize\n"
         "loaded = sorted(m for m in ('onnx', 'onnxruntime', 'openvino') if m in sys.modules)\n"
         "assert not loaded, loaded\n"
     )
