@@ -12,6 +12,7 @@ from vitserve.vit.config import DataConfig, ViTConfig
 
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "model.ckpt"
+CACHE_DIR = "cache"  # derived artefacts (exports, compiled graphs): ModelStore.cache_dir
 
 
 @dataclass(frozen=True)

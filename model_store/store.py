@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from vitserve.model_store.aliases import AliasTable, read_aliases, write_aliases
-from vitserve.model_store.card import CARD_FILE, WEIGHTS_FILE, Card, read_card
+from vitserve.model_store.card import CACHE_DIR, CARD_FILE, WEIGHTS_FILE, Card, read_card
 from vitserve.model_store.errors import AliasedVersion, IntegrityError, InvalidName, ModelNotFound, StoreError
 from vitserve.model_store.leftovers import remove_leftovers
 from vitserve.model_store.locking import exclusive_lock, hold_lock
@@ -132,8 +132,23 @@ class ModelStore:
         return card
 
     def version_dir(self, card: Card) -> Path:
-        """The directory holding ``card``'s version (caches may live next to it, in their own sub-folder)."""
+        """The directory holding ``card``'s version."""
         return self.root / card.name / str(card.version)
+
+    def cache_dir(self, card: Card) -> Path:
+        """The folder for artefacts derived from ``card``'s weights (exports, compiled graphs), created on demand.
+
+        Everything in it can be rebuilt from the version; its files' names and freshness are the writer's.
+        """
+        path = self.version_dir(card) / CACHE_DIR
+        path.mkdir(exist_ok=True)
+        return path
+
+    def artefact_path(self, card: Card, filename: str) -> Path:
+        """Where a file that describes ``card``'s version (a confusion-matrix plot) lives, beside its card."""
+        if Path(filename).name != filename or filename in (CARD_FILE, WEIGHTS_FILE) or filename.startswith("."):
+            raise ValueError(f"not an artefact file name: {filename!r}")
+        return self.version_dir(card) / filename
 
     # ----- publishing --------------------------------------------------------------------------------------
 

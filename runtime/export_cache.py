@@ -1,6 +1,6 @@
 """ONNX exports of a store version, cached next to it so that a restart does not re-export.
 
-Layout, inside the version's directory (``store.version_dir(card)``)::
+Layout, inside the version's cache folder (``store.cache_dir(card)``)::
 
     cache/onnx-<sha256[:16]>-e<EXPORT_FORMAT>-<precision>-bdyn.onnx    the graph (symbolic batch)
     cache/onnx-<sha256[:16]>-e<EXPORT_FORMAT>-<precision>-bdyn.json    its manifest
@@ -28,7 +28,6 @@ from vitserve.vit.files import sha256_file, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
-CACHE_DIR = "cache"
 # Bump when vit/export.py's graph rewrites change: every cached export then becomes stale.
 EXPORT_FORMAT = 1
 Precision = Literal["fp32", "int8"]
@@ -65,7 +64,7 @@ def cache_path(store: ModelStore, card: Card, precision: str) -> Path:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
     stem = f"onnx-{card.sha256[:16]}-e{EXPORT_FORMAT}-{precision}-bdyn"
-    return store.version_dir(card) / CACHE_DIR / f"{stem}.onnx"
+    return store.cache_dir(card) / f"{stem}.onnx"
 
 
 def cached_onnx(store: ModelStore, card: Card, precision: str = "fp32") -> Path:

@@ -103,7 +103,7 @@ def openvino_engine_for(
     threads: int | None = None,
 ) -> OpenVinoEngine:
     """An engine for ``card``'s version from its cached fp32 export (exported on first use)."""
-    from vitserve.runtime.export_cache import CACHE_DIR, cached_onnx
+    from vitserve.runtime.export_cache import cached_onnx
 
     path = cached_onnx(store, card, "fp32")
     cfg = card.config
@@ -113,7 +113,7 @@ def openvino_engine_for(
         batch_sizes=batch_sizes,
         threads=threads,
         precision=precision,
-        cache_dir=store.version_dir(card) / CACHE_DIR / "openvino",
+        cache_dir=store.cache_dir(card) / "openvino",
     )
     logger.info(
         "openvino %s engine for %s (%s, %d threads)",

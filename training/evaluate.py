@@ -179,6 +179,6 @@ def evaluate_version(
     name = dataset_name or Path(data_dir).resolve().name
     card = store.record_metrics(card.ref, name, result.metrics(card.labels))
     plot_confusion(
-        result.confusion, card.labels, store.version_dir(card) / f"confusion_{name}.png", title=f"{card.ref} on {name}"
+        result.confusion, card.labels, store.artefact_path(card, f"confusion_{name}.png"), title=f"{card.ref} on {name}"
     )
     return card, result

@@ -288,7 +288,7 @@ class _Run:
             plot_confusion(
                 self.best_eval.confusion,
                 self.train_set.classes,
-                self.store.version_dir(card) / f"confusion_{val_name}.png",
+                self.store.artefact_path(card, f"confusion_{val_name}.png"),
                 title=f"{card.ref} on {val_name}",
             )
         return card

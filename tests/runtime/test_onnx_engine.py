@@ -145,7 +145,6 @@ def test_stale_or_damaged_cache_is_exported_again(published: tuple[ModelStore, C
 def test_exports_of_other_weights_or_formats_are_removed(published: tuple[ModelStore, Card, StateDict]) -> None:
     store, card, _ = published
     old = cache_path(store, card.replace(sha256="0" * 64), "fp32")
-    old.parent.mkdir(parents=True)
     old.write_bytes(b"an export of weights this version no longer has")
     old.with_suffix(".json").write_text("{}")
     cached_onnx(store, card)
