@@ -96,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if __package__ in (None, ""):  # run as a script by msrun: import from the repository, not from training/
-        sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    if __package__ in (None, ""):
+        # Run as a script by msrun: sys.path[0] is training/, whose module names (config, data, ...) would
+        # shadow top-level packages of the same names. The package itself is imported as vitserve.training.
+        del sys.path[0]
     sys.exit(main())

@@ -21,7 +21,7 @@ def test_the_1000_short_names_in_index_order_with_their_repeats():
 
 
 def test_the_names_ship_as_package_data_and_need_no_torchvision():
-    text = resources.files("vit").joinpath("imagenet_1k_labels.json").read_text(encoding="utf-8")
+    text = resources.files("vitserve.vit").joinpath("imagenet_1k_labels.json").read_text(encoding="utf-8")
     assert tuple(json.loads(text)) == imagenet_1k_labels()
     code = "import sys, vit.labels as l; l.imagenet_1k_labels(); print('torchvision' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
