@@ -186,8 +186,18 @@ async def set_alias(request: Request, name: str, alias: str, body: AliasRequest)
     if name in registry.serving:
         # Follow the store rather than swap to ``ref``: under concurrent alias changes the last
         # reconciliation reads the alias's final value, so what is served always ends equal to it.
-        await request.app.state.follower.sync(name)
+        followed = await request.app.state.follower.sync(name)
+        if followed is None and swap:  # this replica is pinned to a version: the admin's swap is explicit
+            await registry.load(ref, serve=True)
+        elif swap and not was_loaded and ref in registry.loaded and ref not in _in_use(registry, name):
+            await registry.unload(ref)  # the store moved on meanwhile (or this replica follows another alias)
     return {**_summary(card, registry), "alias": alias}
+
+
+def _in_use(registry: VersionRegistry, name: str) -> set[str]:
+    """The versions of ``name`` that requests are routed to: the serving one and a canary."""
+    split = registry.splits.get(name)
+    return {registry.serving.get(name) or "", *((split.stable, split.canary) if split else ())}
 
 
 @router.post("/models/{name}/rollback", summary="Move an alias back to its previous version")

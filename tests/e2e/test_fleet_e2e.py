@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx
@@ -19,6 +20,7 @@ import pytest
 from tests.e2e.e2e_server import REPO, SERVER_SETTINGS, ServerProcess, jpeg, metric
 from tests.tiny import TINY_DATA, publish_tiny
 from vitserve.model_store import ModelStore
+from vitserve.vit.config import DataConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -53,25 +55,31 @@ def fleet_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
     publish_tiny(store, seed=0, aliases=("production",))
     publish_tiny(store, seed=1)
     publish_tiny(store, seed=2)
-    publish_tiny(store, seed=3, data=TINY_DATA.__class__(img_size=40, crop_pct=TINY_DATA.crop_pct))
+    publish_tiny(store, seed=3, data=DataConfig(img_size=40, crop_pct=TINY_DATA.crop_pct))
     return store
 
 
 @pytest.fixture(scope="module")
 def fleet(fleet_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
-    """Replicas 0 and 1 on MindSpore, replica 2 on ONNX Runtime (it reads its export cache from the store)."""
+    """Replicas 0 and 1 on MindSpore, replica 2 on ONNX Runtime (it reads its export cache from the store).
+    Each has its own compile cache, as each pod does (deploy/base/configmap.yaml)."""
     logs = tmp_path_factory.mktemp("fleet-logs")
     servers = [
         ServerProcess(
             fleet_store.root,
             logs / f"replica-{i}.log",
-            **{**FLEET, "replica_id": f"replica-{i}", "engine": "onnxruntime" if i == 2 else "mindspore"},
+            **{
+                **FLEET,
+                "replica_id": f"replica-{i}",
+                "engine": "onnxruntime" if i == 2 else "mindspore",
+                "compile_cache_dir": logs / f"compile-cache-{i}",
+            },
         )
         for i in range(3)
     ]
     try:
-        for server in servers:  # one at a time: start-up compiles, and the CPUs are shared
-            server.start()
+        with ThreadPoolExecutor(len(servers)) as pool:  # start-ups overlap: each waits mostly on imports
+            list(pool.map(lambda server: server.start(), servers))
         yield servers
     finally:
         for server in servers:
