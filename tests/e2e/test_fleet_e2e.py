@@ -20,6 +20,7 @@ import pytest
 from tests.e2e.e2e_server import REPO, SERVER_SETTINGS, ServerProcess, jpeg, metric
 from tests.tiny import TINY_DATA, publish_tiny
 from vitserve.model_store import ModelStore
+from vitserve.runtime.export_cache import cache_path
 from vitserve.vit.config import DataConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -61,8 +62,9 @@ def fleet_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
 
 @pytest.fixture(scope="module")
 def fleet(fleet_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
-    """Replicas 0 and 1 on MindSpore, replica 2 on ONNX Runtime (it reads its export cache from the store).
-    Each has its own compile cache, as each pod does (deploy/base/configmap.yaml)."""
+    """Three replicas on ONNX Runtime, the CPU path (each version is exported once into the store's cache, so a
+    swap costs a session, not a compilation); replica 2 serves at int8 (its own export of each version). Each
+    has its own MindSpore compile cache, as each pod does (deploy/base/configmap.yaml)."""
     logs = tmp_path_factory.mktemp("fleet-logs")
     servers = [
         ServerProcess(
@@ -71,7 +73,8 @@ def fleet(fleet_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> 
             **{
                 **FLEET,
                 "replica_id": f"replica-{i}",
-                "engine": "onnxruntime" if i == 2 else "mindspore",
+                "engine": "onnxruntime",
+                "engine_precision": "int8" if i == 2 else "fp32",
                 "compile_cache_dir": logs / f"compile-cache-{i}",
             },
         )
@@ -148,9 +151,9 @@ async def test_cli_promote_failure_delete_and_sigkill(fleet: list[ServerProcess]
         promoted = cli(fleet_store, "promote", "tiny", "2", "--force")
         assert promoted.returncode == 0, promoted.stderr
         took = await converge(fleet, 2, CONVERGENCE_BOUND_S)
-        # 2. tiny:3 cannot load on the ONNX Runtime replica (a stray file where its export cache goes).
-        blocker = fleet_store.version_dir(fleet_store.card("tiny", 3)) / "cache"
-        blocker.write_text("not a directory")
+        # 2. tiny:3 cannot load on the int8 replica: a directory squats where its int8 export goes.
+        blocker = cache_path(fleet_store, fleet_store.card("tiny", 3), "int8")
+        blocker.mkdir(parents=True)
         assert cli(fleet_store, "promote", "tiny", "3", "--force").returncode == 0
         await converge(fleet[:2], 3, CONVERGENCE_BOUND_S)
         await asyncio.sleep(4 * POLL_S)
@@ -183,7 +186,7 @@ async def test_cli_promote_failure_delete_and_sigkill(fleet: list[ServerProcess]
         assert time.monotonic() - killed_at < LEASE_TTL_S + 30, deleted.stderr
         time.sleep(0.5)
     assert "deleted tiny:2" in deleted.stdout
-    blocker.unlink()
+    blocker.rmdir()
 
 
 async def test_canary_split_and_guard_across_replicas(fleet: list[ServerProcess], fleet_store: ModelStore) -> None:
