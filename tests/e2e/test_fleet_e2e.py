@@ -38,6 +38,10 @@ FLEET = {
     "canary_guard": "true",
     "canary_min_requests": 10,
     "drain_timeout_s": 5,
+    # A swap builds the new version on the one device thread (service.lifecycle.versions): an ONNX export, or
+    # the wait for another replica's, delays the serving version's batches meanwhile. On a CI machine shared
+    # with other jobs that can pass the default 10 s deadline; this test counts lost requests, not latency.
+    "request_timeout_s": 60,
 }
 IMAGE = jpeg(0)
 
@@ -117,7 +121,7 @@ class Load:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=90) as client:
             while not self.stop.is_set():
                 for i, server in enumerate(self.servers):
                     response = await client.post(f"{server.url}/classify", files={"file": ("x.jpg", IMAGE)})
