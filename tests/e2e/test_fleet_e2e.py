@@ -142,7 +142,8 @@ async def test_convergence_over_20_alias_changes(fleet: list[ServerProcess], fle
         times.append(max(await converge(fleet, version, CONVERGENCE_BOUND_S)))
     print(
         f"\nconvergence over {len(times)} alias changes, 3 replicas, poll {POLL_S} s: "
-        f"p50 {statistics.median(times):.2f} s, max {max(times):.2f} s"
+        f"p50 {statistics.median(times):.2f} s, max {max(times):.2f} s "
+        f"(max {max(times[2:]):.2f} s once both versions' exports are cached); " + " ".join(f"{t:.2f}" for t in times)
     )
     assert fleet_store.aliases("tiny")["production"] == 1
 
