@@ -16,6 +16,10 @@ A version that fails to load leaves the replica on what it serves, says so (``/m
 same loop renews this replica's lease in the store (``model_store.leases``) with every version it holds or is
 about to load, and, when the canary guard is on, aborts a canary that does worse than its stable version by
 writing the abort to the store, which every replica then follows.
+
+Only a change in the store moves a name: a version an admin swapped in by hand on one replica
+(``POST /admin/models/{ref}/load?serve=true``) stays until the store next changes for that name. A replica whose
+default model is pinned (``name:V``) does not follow that name at all.
 """
 
 from __future__ import annotations
