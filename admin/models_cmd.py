@@ -8,7 +8,7 @@ import json
 import textwrap
 from collections.abc import Sequence
 
-from vitserve.admin import import_cmd, predict_cmd
+from vitserve.admin import canary_cmd, import_cmd, predict_cmd
 from vitserve.admin.errors import CommandError
 from vitserve.admin.store_args import open_store, store_parent, user_errors
 from vitserve.model_store import Card, ModelStore
@@ -20,6 +20,9 @@ EPILOG = """examples:
   vitserve models show vit-base:2            the card of version 2 (--json for all of it)
   vitserve models promote vit-base 2 --alias production --dataset imagenet-val
   vitserve models rollback vit-base          production back to the version it named before
+  vitserve models canary vit-base 3 --weight 10   10 % of production's requests to version 3
+  vitserve models promote vit-base           the canary's version becomes production (eval-gated)
+  vitserve models abort vit-base             end the canary
   vitserve models delete vit-base:1
   vitserve models gc vit-base                remove unaliased versions except the latest
   vitserve models set-precision vit-base:2 int8   serve version 2 at int8 (measure: bench --only precision)
@@ -67,18 +70,20 @@ def _add_alias_actions(
         "version's, unless --force.",
     )
     p.add_argument("name")
-    p.add_argument("version", type=int)
+    p.add_argument("version", type=int, nargs="?", help=canary_cmd.PROMOTE_CANARY_HELP)
     p.add_argument("--alias", default="production", help="alias to move (default: production)")
     p.add_argument("--dataset", help="validation set whose recorded top1 gates the promotion")
     p.add_argument("--force", action="store_true", help="promote even if the metric is lower")
     p.set_defaults(func=cmd_promote)
+
+    canary_cmd.register_actions(actions, parent)
 
     p = _action(actions, parent, "rollback", "move an alias back to the version it named before")
     p.add_argument("name")
     p.add_argument("--alias", default="production", help="alias to roll back (default: production)")
     p.set_defaults(func=cmd_rollback)
 
-    p = _action(actions, parent, "delete", "delete one version (refused while an alias points at it)")
+    p = _action(actions, parent, "delete", "delete one version (refused while an alias or a running replica holds it)")
     p.add_argument("ref", metavar="NAME:V")
     p.set_defaults(func=cmd_delete)
 
@@ -190,6 +195,8 @@ def _show_model(store: ModelStore, name: str, as_json: bool) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    if args.version is None:
+        return canary_cmd.cmd_promote_canary(args)
     store = open_store(args)
     with user_errors():
         card = store.set_alias(args.name, args.alias, args.version, force=args.force, dataset=args.dataset)
@@ -217,7 +224,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
     store = open_store(args)
     with user_errors():
         removed = store.gc(args.name)
+        held = store.held(args.name)
     print("removed: " + (", ".join(removed) if removed else "nothing"))
+    if held:
+        kept = ", ".join(f"{args.name}:{v} ({', '.join(r)})" for v, r in sorted(held.items()))
+        print(f"kept, loaded by running replicas: {kept}")
     return 0
 
 

@@ -11,6 +11,7 @@ from vitserve.model_store.errors import (
     ModelNotFound,
     PromotionRefused,
     StoreError,
+    VersionHeld,
 )
 from vitserve.model_store.store import ModelStore, default_root
 
@@ -23,5 +24,6 @@ __all__ = [
     "ModelStore",
     "PromotionRefused",
     "StoreError",
+    "VersionHeld",
     "default_root",
 ]

@@ -30,3 +30,7 @@ class PromotionRefused(StoreError):
 
 class AliasedVersion(StoreError):
     """A version cannot be deleted while an alias points at it."""
+
+
+class VersionHeld(StoreError):
+    """A version cannot be deleted while a running replica's live lease holds it (it is loaded there)."""

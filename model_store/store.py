@@ -9,6 +9,7 @@ Layout (the store is the one place that knows it)::
     <root>/<name>/.last_version             highest version number ever claimed (numbers are never reused)
     <root>/<name>/.staging-<id>/ (+ .lock)  a publish in progress; invisible to readers, removed by gc
     <root>/<name>/.trash-<v>-<id>/          a delete in progress; invisible, removed by gc
+    <root>/.leases/<replica>.json           the versions a running replica holds (``model_store.leases``)
 
 Publishing writes and verifies a complete version in a staging directory and then claims the next number
 with one ``os.rename`` of the directory, so a reader sees a whole version or none, whenever the writer dies.
@@ -30,7 +31,16 @@ import numpy as np
 
 from vitserve.model_store.aliases import AliasTable, read_aliases, write_aliases
 from vitserve.model_store.card import CACHE_DIR, CARD_FILE, WEIGHTS_FILE, Card, read_card
-from vitserve.model_store.errors import AliasedVersion, IntegrityError, InvalidName, ModelNotFound, StoreError
+from vitserve.model_store.errors import (
+    AliasedVersion,
+    IntegrityError,
+    InvalidName,
+    ModelNotFound,
+    StoreError,
+    VersionHeld,
+)
+from vitserve.model_store.fleet import FleetRecords
+from vitserve.model_store.leases import LeaseBook, describe_holders
 from vitserve.model_store.leftovers import remove_leftovers
 from vitserve.model_store.locking import exclusive_lock, hold_lock
 from vitserve.model_store.promotion import GATED_ALIAS, check_promotion
@@ -47,6 +57,7 @@ log = logging.getLogger(__name__)
 ROOT_ENV = "VITSERVE_STORE_ROOT"
 DEFAULT_ROOT = "./store"
 _COUNTER_FILE = ".last_version"
+_EXPIRED_LEASE_KEPT_S = 3600.0  # gc removes lease files expired for longer (they no longer count anyway)
 
 
 def default_root() -> Path:
@@ -54,11 +65,12 @@ def default_root() -> Path:
     return Path(os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
 
 
-class ModelStore:
+class ModelStore(FleetRecords):
     """A model store rooted at a local directory (created on first publish). Safe across processes."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root) if root is not None else default_root()
+        self.leases = LeaseBook(self.root)
 
     def __repr__(self) -> str:
         return f"ModelStore({str(self.root)!r})"
@@ -245,6 +257,9 @@ class ModelStore:
             if alias == GATED_ALIAS and not force:
                 check_promotion(candidate, self._alias_card(name, table), dataset)
             table.point(alias, candidate.version)
+            canary = table.canaries.get(alias)
+            if canary is not None and canary.version == candidate.version:
+                del table.canaries[alias]  # promoting the canary's version ends the canary
             write_aliases(self.root / name, table)
         log.info("%s@%s → %d", name, alias, candidate.version)
         return candidate
@@ -271,6 +286,7 @@ class ModelStore:
             if not history:
                 raise StoreError(f"{name}@{alias}: no earlier version to roll back to (now {current})")
             table.aliases[alias] = history.pop()
+            table.canaries.pop(alias, None)  # a rollback is a recovery: no trial traffic either
             write_aliases(self.root / name, table)
             target = table.aliases[alias]
         log.info("%s@%s rolled back %s → %d", name, alias, current, target)
@@ -303,7 +319,8 @@ class ModelStore:
     # ----- removal -----------------------------------------------------------------------------------------
 
     def delete(self, ref: str) -> Card:
-        """Delete one version, named explicitly (``name:V``). Refused while an alias points at it."""
+        """Delete one version, named explicitly (``name:V``). Refused while an alias or a canary points at it
+        (``AliasedVersion``) or a running replica's live lease holds it (``VersionHeld``)."""
         parsed = parse_reference(ref)
         if parsed.version is None:
             raise InvalidName(f"delete needs an explicit version (name:V), got {ref!r}")
@@ -311,8 +328,15 @@ class ModelStore:
         with self._locked(card.name):
             table = read_aliases(self.root / card.name)
             holders = sorted(a for a, v in table.aliases.items() if v == card.version)
+            holders += sorted(f"{a}'s canary" for a, c in table.canaries.items() if c.version == card.version)
             if holders:
                 raise AliasedVersion(f"{card.ref} is aliased as {', '.join(holders)}: move the alias first")
+            leases = self.leases.holders(card.ref)
+            if leases:
+                raise VersionHeld(
+                    f"{describe_holders(card.ref, leases)}; refusing to delete it: it is unloaded there once no "
+                    "alias or canary names it (a killed replica's lease expires by itself)"
+                )
             self._remove_version(card.name, card.version)
         log.info("deleted %s", card.ref)
         return card
@@ -321,17 +345,19 @@ class ModelStore:
         """Remove every unaliased version except the latest, and leftovers of killed publishes and deletes.
 
         Returns what was removed (``name:V`` for versions, the directory name for leftovers). A staging
-        directory is removed only when its publisher is gone (its lock can be taken).
+        directory is removed only when its publisher is gone (its lock can be taken). A version a running
+        replica holds (``held``) is kept, for a later gc.
         """
         numbers = self._require_numbers(name)
         removed: list[str] = []
         with self._locked(name):
-            keep = read_aliases(self.root / name).aliased_versions() | {numbers[-1]}
+            keep = read_aliases(self.root / name).aliased_versions() | {numbers[-1]} | set(self.held(name))
             for version in numbers:
                 if version not in keep:
                     self._remove_version(name, version)
                     removed.append(f"{name}:{version}")
             removed += remove_leftovers(self.root / name)
+        self.leases.remove_expired(older_than_s=_EXPIRED_LEASE_KEPT_S)
         return removed
 
     def _remove_version(self, name: str, version: int) -> None:

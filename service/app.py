@@ -21,12 +21,13 @@ from fastapi import FastAPI
 from vitserve.model_store import Card, ModelStore
 from vitserve.runtime.engine import build_engine
 from vitserve.service.classify import Classifier
-from vitserve.service.http import admin_api, api
+from vitserve.service.http import admin_api, api, fleet_api
 from vitserve.service.http.errors import install_error_handlers
 from vitserve.service.http.metrics import Metrics
 from vitserve.service.http.middleware import BodyLimitMiddleware, ServingMiddleware
 from vitserve.service.inputs.decode_pool import DecodePool
 from vitserve.service.inputs.fetch import Resolver, UrlFetcher, UrlPolicy, system_resolver
+from vitserve.service.lifecycle.follower import StoreFollower
 from vitserve.service.lifecycle.versions import EngineFactory, VersionRegistry
 from vitserve.service.settings import Settings
 from vitserve.vit.decode import DecodeLimits
@@ -53,6 +54,7 @@ class Resources:
     pool: DecodePool
     classifier: Classifier
     real_engine: bool
+    follower: StoreFollower  # follows the store's aliases and canaries, renews this replica's lease
 
     def close(self) -> None:
         self.pool.close()
@@ -76,12 +78,13 @@ def create_app(
         version="0.1.0",
         lifespan=_lifespan(res),
     )
-    for name in ("settings", "store", "metrics", "registry", "classifier", "lifecycle"):
+    for name in ("settings", "store", "metrics", "registry", "classifier", "lifecycle", "follower"):
         setattr(app.state, name, getattr(res, name))
     install_error_handlers(app)
     app.include_router(api.router)
     if settings.admin_token:
         app.include_router(admin_api.router)
+        app.include_router(fleet_api.router)
 
     def body_limit(path: str) -> int:
         return settings.max_upload_bytes if path.startswith("/admin/") else settings.max_body_bytes
@@ -108,7 +111,16 @@ def _resources(settings: Settings, engine_factory: EngineFactory | None, fetcher
         max_in_flight=settings.max_in_flight,
     )
     return Resources(
-        settings, store, metrics, Lifecycle(), device, registry, pool, classifier, real_engine=engine_factory is None
+        settings,
+        store,
+        metrics,
+        Lifecycle(),
+        device,
+        registry,
+        pool,
+        classifier,
+        real_engine=engine_factory is None,
+        follower=StoreFollower(registry, settings),
     )
 
 
@@ -128,6 +140,7 @@ def _lifespan(res: Resources) -> Callable[[FastAPI], AbstractAsyncContextManager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             await _start(res.registry, res.settings, real_engine=res.real_engine)
+            await res.follower.start()
         except Exception as err:
             res.lifecycle.startup_error = str(err)
             log.error("start-up failed: %s", err)
@@ -138,6 +151,7 @@ def _lifespan(res: Resources) -> Callable[[FastAPI], AbstractAsyncContextManager
         finally:
             res.lifecycle.draining = True
             log.info("draining: waiting up to %.0f s for in-flight work", res.settings.drain_timeout_s)
+            await res.follower.stop()  # no swap during the drain; the lease goes with this replica
             await res.registry.close()
             res.close()
             log.info("drained")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vitserve.runtime.postprocess import top_k
-from vitserve.service.http.errors import DeadlineExceeded, InvalidField, Overloaded
+from vitserve.service.http.errors import DeadlineExceeded, InvalidField, Overloaded, describe
 from vitserve.service.http.metrics import Metrics
 from vitserve.service.http.schemas import ClassifyResponse, ModelRef, Prediction, Result, Timings
 from vitserve.service.inputs.body import ClassifyInputs, ImageInput
@@ -45,15 +45,23 @@ class Classifier:
     in_flight: int = 0
 
     async def classify(
-        self, inputs: ClassifyInputs, *, top_k: int | None, model: str | None, timeout_s: float | None, arrived: float
+        self,
+        inputs: ClassifyInputs,
+        *,
+        top_k: int | None,
+        model: str | None,
+        timeout_s: float | None,
+        arrived: float,
+        key: str | None = None,
     ) -> ClassifyResponse:
-        """``top_k``/``model``/``timeout_s`` from the query; body fields (in ``inputs``) take precedence."""
+        """``top_k``/``model``/``timeout_s`` from the query; body fields (in ``inputs``) take precedence. ``key``
+        keeps a client on one side of a canary split."""
         k = inputs.top_k if inputs.top_k is not None else (top_k if top_k is not None else DEFAULT_TOP_K)
         if not 1 <= k <= self.max_top_k:
             raise InvalidField(f"top_k must be between 1 and {self.max_top_k}, got {k}")
         timeout = min(timeout_s, self.request_timeout_s) if timeout_s is not None else self.request_timeout_s
         deadline = arrived + timeout
-        version = await self.registry.route(inputs.model or model)
+        version = await self.registry.route(inputs.model or model, key)
         count = len(inputs.images)
         if self.in_flight + count > self.max_in_flight:
             self.metrics.rejections.labels("admission").inc()
@@ -65,8 +73,14 @@ class Classifier:
             async with version.lease():
                 tasks = [asyncio.create_task(self._one(image, version, deadline)) for image in inputs.images]
                 results = await _all_or_first_error(tasks)
+        except Exception as err:
+            # The version's fault (engine failure, deadline, overload) counts against it; the client's does not.
+            if version_fault(err):
+                self.registry.stats.record(version.ref, ok=False, latency_s=time.monotonic() - arrived)
+            raise
         finally:
             self.in_flight -= count
+        self.registry.stats.record(version.ref, ok=True, latency_s=time.monotonic() - arrived)
         card = version.card
         k = min(k, len(card.labels)) if card.labels else k
         return ClassifyResponse(
@@ -120,6 +134,15 @@ async def _all_or_first_error(
     finally:
         for task in tasks:
             task.cancel()
+
+
+def version_fault(err: Exception) -> bool:
+    """Whether a failed request counts against the version that ran it: 5xx-class outcomes, not bad input."""
+    try:
+        _, status, _ = describe(err)
+    except LookupError:
+        return True  # an unexpected error in the model's path
+    return status >= 500
 
 
 def _predictions(logits: np.ndarray, k: int, labels: list[str]) -> list[Prediction]:

@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     compile_cache_dir: Path | None = None  # MindSpore compile cache for the start-up model; unset → store/.cache
     warmup: bool = True  # compile every bucket before reporting ready
     log_level: LogLevel = "INFO"
+    # Fleet: every replica follows the store (service/lifecycle/follower.py) and leases what it holds.
+    store_poll_interval_s: float = Field(2.0, ge=0)  # how often the store is checked for alias changes; 0 → never
+    follow_retry_s: float = Field(10.0, gt=0)  # first wait before retrying a version that failed to load (doubles)
+    lease_ttl_s: float = Field(30.0, gt=0)  # a replica's lease counts this long after its last renewal
+    replica_id: str | None = None  # this replica's name in the store's leases; unset → <hostname>-<pid>
+    canary_sticky_header: str | None = None  # a request header whose value keeps a client on one side of a canary
+    canary_guard: bool = False  # abort a canary by itself when it does worse than the stable version (below)
+    canary_min_requests: int = Field(100, ge=1)  # requests each side needs before the guard judges
+    canary_max_error_rate_delta: float = Field(0.05, ge=0, le=1)  # canary error rate - stable's above this → abort
+    canary_max_p99_ratio: float = Field(2.0, ge=1)  # canary p99 latency / stable's above this → abort
 
     @field_validator("url_allow_hosts", mode="before")
     @classmethod

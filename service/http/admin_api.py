@@ -2,7 +2,8 @@
 
 Upload a checkpoint (verified by loading it into the model before it is published), move an alias (with a hot
 swap when it is ``production`` of a served model), roll back, load and unload versions. Nothing here fetches
-weights or code from a URL: uploads are the request body.
+weights or code from a URL: uploads are the request body. Alias changes are written to the store and this
+replica then follows the store (``service.lifecycle.follower``), as every other replica does within its poll.
 """
 
 from __future__ import annotations
@@ -182,9 +183,21 @@ async def set_alias(request: Request, name: str, alias: str, body: AliasRequest)
         if swap and not was_loaded:
             await registry.unload(ref)
         raise
-    if swap:
-        await registry.load(ref, serve=True)
+    if name in registry.serving:
+        # Follow the store rather than swap to ``ref``: under concurrent alias changes the last
+        # reconciliation reads the alias's final value, so what is served always ends equal to it.
+        followed = await request.app.state.follower.sync(name)
+        if followed is None and swap:  # this replica is pinned to a version: the admin's swap is explicit
+            await registry.load(ref, serve=True)
+        elif swap and not was_loaded and ref in registry.loaded and ref not in _in_use(registry, name):
+            await registry.unload(ref)  # the store moved on meanwhile (or this replica follows another alias)
     return {**_summary(card, registry), "alias": alias}
+
+
+def _in_use(registry: VersionRegistry, name: str) -> set[str]:
+    """The versions of ``name`` that requests are routed to: the serving one and a canary."""
+    split = registry.splits.get(name)
+    return {registry.serving.get(name) or "", *((split.stable, split.canary) if split else ())}
 
 
 @router.post("/models/{name}/rollback", summary="Move an alias back to its previous version")
@@ -192,8 +205,8 @@ async def rollback(request: Request, name: str, body: RollbackRequest | None = N
     registry = _registry(request)
     alias = (body or RollbackRequest()).alias
     card = await asyncio.to_thread(registry.store.rollback, name, alias)
-    if alias == PRODUCTION and name in registry.serving:
-        await registry.load(card.ref, serve=True)
+    if name in registry.serving:
+        await request.app.state.follower.sync(name)
     return {**_summary(card, registry), "alias": alias}
 
 

@@ -11,8 +11,10 @@ from fastapi.responses import JSONResponse, Response
 
 from vitserve.model_store import Card
 from vitserve.service.classify import Classifier
+from vitserve.service.http.fleet_api import fleet_fields
 from vitserve.service.http.schemas import ERROR_RESPONSES, ClassifyResponse, ModelInfo, ModelList, VersionInfo
 from vitserve.service.inputs.body import read_inputs
+from vitserve.service.lifecycle.follower import StoreFollower
 from vitserve.service.lifecycle.versions import VersionRegistry
 
 router = APIRouter()
@@ -58,22 +60,24 @@ async def classify(
     arrived = time.monotonic()
     classifier: Classifier = request.app.state.classifier
     inputs = await read_inputs(request, max_images=request.app.state.settings.max_images)
-    return await classifier.classify(inputs, top_k=top_k, model=model, timeout_s=timeout_s, arrived=arrived)
+    sticky = request.app.state.settings.canary_sticky_header
+    key = request.headers.get(sticky) if sticky else None  # keeps a client on one side of a canary
+    return await classifier.classify(inputs, top_k=top_k, model=model, timeout_s=timeout_s, arrived=arrived, key=key)
 
 
 @router.get("/models", response_model=ModelList, summary="Models in the store, their versions and what is loaded")
 async def list_models(request: Request) -> ModelList:
     registry: VersionRegistry = request.app.state.registry
     names = await asyncio.to_thread(registry.store.list_models)
-    return ModelList(models=[await _model_info(registry, name) for name in names])
+    return ModelList(models=[await _model_info(registry, name, request.app.state.follower) for name in names])
 
 
 @router.get("/models/{name}", response_model=ModelInfo, responses=ERROR_RESPONSES, summary="One model's versions")
 async def get_model(request: Request, name: str) -> ModelInfo:
-    return await _model_info(request.app.state.registry, name)
+    return await _model_info(request.app.state.registry, name, request.app.state.follower)
 
 
-async def _model_info(registry: VersionRegistry, name: str) -> ModelInfo:
+async def _model_info(registry: VersionRegistry, name: str, follower: StoreFollower) -> ModelInfo:
     cards, aliases = await asyncio.to_thread(lambda: (registry.store.versions(name), registry.store.aliases(name)))
     serving = registry.serving.get(name)
     return ModelInfo(
@@ -81,6 +85,7 @@ async def _model_info(registry: VersionRegistry, name: str) -> ModelInfo:
         serving_version=int(serving.split(":")[1]) if serving else None,
         aliases=aliases,
         versions=[_version_info(registry, card, aliases, serving) for card in cards],
+        **fleet_fields(follower, name),  # the canary split and how this replica follows the store
     )
 
 

@@ -23,6 +23,7 @@ from vitserve.model_store.errors import (
     ModelNotFound,
     PromotionRefused,
     StoreError,
+    VersionHeld,
 )
 from vitserve.vit.checkpoint import CheckpointMismatch
 from vitserve.vit.image_errors import ImageError
@@ -143,6 +144,7 @@ _DOMAIN: tuple[tuple[type[Exception], str, int], ...] = (
     (InvalidName, "invalid_model_reference", 422),
     (PromotionRefused, "promotion_refused", 409),
     (AliasedVersion, "aliased_version", 409),
+    (VersionHeld, "version_held", 409),
     (IntegrityError, "integrity_error", 409),
     (StoreError, "store_error", 409),
     (CheckpointMismatch, "checkpoint_mismatch", 422),

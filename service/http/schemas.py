@@ -101,11 +101,39 @@ class VersionInfo(BaseModel):
     img_size: int
 
 
+class CanaryInfo(BaseModel):
+    """A name's canary split on this replica, and each side's outcomes since the split began."""
+
+    alias: str
+    stable_version: int
+    canary_version: int
+    weight: float = Field(description="percent of the name's requests sent to the canary")
+    sticky_header: str | None = Field(None, description="the request header that keeps a client on one side")
+    stats: dict[str, dict[str, float | int | None]] = Field(
+        description="'name:V' → requests, errors, error_rate, p99_ms since the split began"
+    )
+
+
+class SyncInfo(BaseModel):
+    """How this replica follows the store for a name."""
+
+    replica: str
+    followed: str | None = Field(description="the reference followed; null when pinned to a version")
+    target_version: int | None = Field(description="the version the store names")
+    target_canary: int | None = None
+    in_sync: bool
+    error: str | None = Field(None, description="why the last attempt to follow the store failed")
+    retry_in_s: float | None = None
+    guard_abort: str | None = Field(None, description="why this replica's canary guard last aborted a canary")
+
+
 class ModelInfo(BaseModel):
     name: str
     serving_version: int | None
     aliases: dict[str, int]
     versions: list[VersionInfo]
+    canary: CanaryInfo | None = None
+    sync: SyncInfo | None = None
 
 
 class ModelList(BaseModel):
@@ -116,6 +144,20 @@ class AliasRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int = Field(ge=1)
+    force: bool = False  # skip the eval gate of "production"
+    dataset: str | None = None  # the validation set the gate compares on
+
+
+class CanaryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1)
+    weight: float = Field(gt=0, lt=100, description="percent of the alias's requests sent to the canary")
+
+
+class CanaryPromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     force: bool = False  # skip the eval gate of "production"
     dataset: str | None = None  # the validation set the gate compares on
 

@@ -1,8 +1,9 @@
 """Loaded model versions: load beside, warm, swap atomically, retire after the in-flight work drains.
 
 Routing (``route``): ``name`` → the version this service serves for ``name`` (the one loaded at start-up or
-last swapped in; it follows ``name@production`` only when an admin route moves it, never behind the client's
-back); ``name:V`` and ``name@alias`` → exactly that version if it is loaded. A version that exists in the store
+last swapped in: ``service.lifecycle.follower`` swaps it when the store's alias moves), or, while the name has a
+canary split, one of its two versions by weight; ``name:V`` and ``name@alias`` → exactly that version if it is
+loaded. A version that exists in the store
 but is not loaded is a 404 ``model_not_loaded`` naming the admin route that loads it: loading on demand
 would make one client's request pay seconds of compilation and let any client fill the memory.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +32,7 @@ from vitserve.runtime.engine import Engine, EngineOptions
 from vitserve.service.batching.batcher import Batcher
 from vitserve.service.http.errors import Conflict, LoadFailed, ModelNotLoaded, NotReady
 from vitserve.service.http.metrics import Metrics
+from vitserve.service.lifecycle.canary import CanarySplit, VersionStats
 from vitserve.service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,16 +80,26 @@ class VersionRegistry:
         self.loaded: dict[str, LoadedVersion] = {}  # "name:V" → version
         self.serving: dict[str, str] = {}  # name → "name:V"
         self.failures: dict[str, str] = {}  # "name:V" → why its last load failed
+        self.loading: set[str] = set()  # "name:V" being built now (leased before it is loaded)
+        self.splits: dict[str, CanarySplit] = {}  # name → its canary split, while it has one
+        self.stats = VersionStats()  # per-version outcomes, for the canary guard and /models
+        self._rng = random.Random()
         self._load_lock = asyncio.Lock()  # one load at a time: compilation already uses every core
 
     @property
     def ready(self) -> bool:
         return bool(self.serving)
 
-    async def route(self, ref: str | None) -> LoadedVersion:
-        """The loaded version a request for ``ref`` (``None`` → the default model) runs on."""
+    async def route(self, ref: str | None, key: str | None = None) -> LoadedVersion:
+        """The loaded version a request for ``ref`` (``None`` → the default model) runs on; ``key`` keeps a
+        client on one side of a canary split (see ``CanarySplit.pick``)."""
         ref = ref or self.settings.default_model
         parsed = parse_reference(ref)
+        split = self.splits.get(parsed.name)
+        if split is not None and parsed.version is None and parsed.alias in (None, split.alias):
+            chosen = self.loaded.get(split.pick(key, self._rng))  # the follower serves the split's alias
+            if chosen is not None:
+                return chosen
         if parsed.version is None and parsed.alias is None:
             if parsed.name in self.serving:
                 return self.loaded[self.serving[parsed.name]]
@@ -113,7 +126,11 @@ class VersionRegistry:
             card = await asyncio.to_thread(self.store.resolve, ref)
             version = self.loaded.get(card.ref)
             if version is None:
-                version = await self._build(card)
+                self.loading.add(card.ref)
+                try:
+                    version = await self._build(card)
+                finally:
+                    self.loading.discard(card.ref)
                 self.loaded[card.ref] = version
                 self.metrics.loaded.labels(card.name, str(card.version)).set(0)
             previous = self.serving.get(card.name)
