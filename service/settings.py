@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     compile_cache_dir: Path | None = None  # MindSpore compile cache for the start-up model; unset → store/.cache
     warmup: bool = True  # compile every bucket before reporting ready
     log_level: LogLevel = "INFO"
+    # Web pages: the classify page at / and the models page at /ui/models (false → 404; /stats stays).
+    ui: bool = True
 
     @field_validator("url_allow_hosts", mode="before")
     @classmethod
