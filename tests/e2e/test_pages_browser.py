@@ -9,7 +9,6 @@ artefacts/browser/.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -196,7 +195,7 @@ def test_models_page_lists_versions_and_live_charts_move(
         throughput = tab.locator("#chart-throughput")
         tab.wait_for_function("() => Number(document.querySelector('#chart-throughput').dataset.max) > 0")
         before = throughput.locator("polyline").get_attribute("points")
-        time.sleep(2.5)
+        tab.wait_for_timeout(2500)  # not time.sleep: the route handler runs only while Playwright is waited on
         after = throughput.locator("polyline").get_attribute("points")
         assert before != after  # the chart moves with the load
         for chart in ("#chart-requests", "#chart-batch", "#chart-latency"):
