@@ -54,7 +54,7 @@ function setStatus() {
 async function submit(input, title, preview) {
   const figure = preview
     ? el("img", { src: preview, alt: `Your image ${title}`, class: "thumb" })
-    : el("div", { class: "thumb thumb-url", "aria-hidden": "true" }, "URL");
+    : el("div", { class: "thumb thumb-url", "aria-hidden": "true" }, input.url !== undefined ? "URL" : "file");
   const body = el("div", { class: "result-body" }, el("p", { class: "muted" }, "Classifying…"));
   const card = el(
     "article",

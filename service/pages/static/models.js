@@ -76,11 +76,22 @@ function metricText(key, value) {
   return `${name} ${percent ? `${(100 * value).toFixed(1)} %` : formatNumber(value, 4)}`;
 }
 
+/** One dataset's metrics: the headline figures (top-1, top-5, agreement...) inline, per-class ones folded. */
+function datasetItem(dataset, values) {
+  const entries = Object.entries(values || {});
+  const rank = (key) => ["top1", "top5", "top1_agreement"].indexOf(key) >>> 0; // unknown keys after, in order
+  const main = entries.filter(([k]) => !k.includes("/")).sort(([a], [b]) => rank(a) - rank(b));
+  const perClass = entries.filter(([k]) => k.includes("/"));
+  return el("li", { dataset: { dataset } }, el("span", { class: "dataset" }, dataset), ": ",
+    main.map(([k, v]) => metricText(k, v)).join(" · "),
+    perClass.length
+      ? el("details", { class: "per-class" }, el("summary", {}, `per class (${perClass.length})`),
+        perClass.map(([k, v]) => metricText(k, v)).join(" · "))
+      : null);
+}
+
 function metricsCell(version, name) {
-  const metrics = version.metrics || {};
-  const rows = Object.entries(metrics).map(([dataset, values]) =>
-    el("li", {}, el("span", { class: "dataset" }, dataset), ": ",
-      Object.entries(values || {}).map(([k, v]) => metricText(k, v)).join(" · ")));
+  const rows = Object.entries(version.metrics || {}).map(([dataset, values]) => datasetItem(dataset, values));
   const urls = figures.get(`${name}:${version.version}`) || {};
   const images = Object.entries(urls).map(([dataset, url]) =>
     el("a", { href: url, class: "figure-link" },
