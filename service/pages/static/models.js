@@ -49,15 +49,19 @@ async function pollStats() {
   setTimeout(pollStats, STATS_EVERY_MS);
 }
 
-/** "v3", or for an object target (a traffic split) every part of it: "v3 · canary v4 10 %". */
+/** "v3", or for an object target (a traffic split) every part of it: "v2 · canary: version 3, weight 10.0 %". */
 function describeTarget(target) {
   if (typeof target === "number" || typeof target === "string") return `v${target}`;
-  if (!target || typeof target !== "object") return String(target);
+  if (target === null || target === undefined) return "—";
+  if (typeof target !== "object" || Array.isArray(target)) return JSON.stringify(target);
   const parts = [];
   for (const [key, value] of Object.entries(target)) {
     if (key === "version") parts.push(`v${value}`);
     else if (value && typeof value === "object" && !Array.isArray(value)) {
-      const inner = Object.entries(value).map(([k, v]) => `${k} ${describeWeight(k, v)}`).join(", ");
+      const split = /weight|split|traffic|share/i.test(key); // {"2": 0.9, "3": 0.1}: version -> share
+      const inner = Object.entries(value)
+        .map(([k, v]) => (split ? `v${k} ${describeWeight("weight", v)}` : `${k} ${describeWeight(k, v)}`))
+        .join(", ");
       parts.push(`${key}: ${inner}`);
     } else parts.push(`${key} ${describeWeight(key, value)}`);
   }
@@ -65,7 +69,9 @@ function describeTarget(target) {
 }
 
 function describeWeight(key, value) {
-  if (typeof value === "number" && /weight|share|fraction|percent/i.test(key) && value <= 1) return `${(100 * value).toFixed(1)} %`;
+  if (typeof value === "number" && /weight|share|fraction|percent/i.test(key) && value >= 0 && value <= 1) {
+    return `${(100 * value).toFixed(1)} %`;
+  }
   return typeof value === "object" ? JSON.stringify(value) : String(value);
 }
 
