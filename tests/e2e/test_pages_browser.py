@@ -103,6 +103,19 @@ def api_classify(server: ServerProcess, path: Path, top_k: int = 5) -> httpx.Res
     return httpx.post(f"{server.url}/classify", files=upload, params={"top_k": top_k}, timeout=60)
 
 
+# A clipboard paste on the page and a drop on the drop zone, each carrying the given PNG bytes as a file.
+PASTE_AND_DROP = """bytes => {
+    const transfer = name => {
+        const data = new DataTransfer();
+        data.items.add(new File([new Uint8Array(bytes)], name, {type: "image/png"}));
+        return data;
+    };
+    document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: transfer("pasted.png")}));
+    const drop = document.getElementById("drop");
+    drop.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer("dropped.png"), bubbles: true, cancelable: true}));
+}"""
+
+
 def result_card(page: Any, name: str) -> Any:
     card = page.locator("article.result", has=page.locator("figcaption", has_text=name))
     card.and_(page.locator("article.result:not([data-state=pending])")).wait_for()
@@ -132,6 +145,12 @@ def test_classify_page_shows_what_the_api_answers(page: tuple[Any, Watch], serve
         assert len(stages) == 3 and all(t.endswith(("ms", " s")) for t in stages)  # decode, queue, infer
     assert result_card(tab, "digit-0.png").locator("li").first.get_attribute("data-label") == "0"
     screenshot(tab, "classify")
+    tab.select_option("#top-k", "3")
+    tab.select_option("#model", "digits@production")
+    tab.evaluate(PASTE_AND_DROP, list(files["digit-0.png"].read_bytes()))
+    for name in ("pasted.png", "dropped.png"):
+        card = result_card(tab, name)
+        assert card.get_attribute("data-model") == "digits:1" and card.locator("ol.labels li").count() == 3
     tab.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen
     assert tab.evaluate("document.documentElement.scrollWidth") <= 390
     screenshot(tab, "classify-phone")
