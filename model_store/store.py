@@ -156,12 +156,6 @@ class ModelStore(FleetRecords):
         path.mkdir(exist_ok=True)
         return path
 
-    def artefact_path(self, card: Card, filename: str) -> Path:
-        """Where a file that describes ``card``'s version (a confusion-matrix plot) lives, beside its card."""
-        if Path(filename).name != filename or filename in (CARD_FILE, WEIGHTS_FILE) or filename.startswith("."):
-            raise ValueError(f"not an artefact file name: {filename!r}")
-        return self.version_dir(card) / filename
-
     # ----- publishing --------------------------------------------------------------------------------------
 
     def publish(

@@ -12,6 +12,15 @@ if [ "${1:-}" = dev ]; then
   # torch first and pinned: an unpinned torch (asked for by timm) pulls gigabytes of CUDA wheels.
   .venv/bin/pip install -q "torch==2.13.0"
   .venv/bin/pip install -q -e ".[convert,dev]" --config-settings editable_mode=strict
+  # The browser tests (tests/e2e/test_pages_browser.py) drive Debian's chromium: Playwright's own browser builds
+  # are downloaded from outside the package registries. Installed once, as root; skipped when already there.
+  if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+    else
+      echo "install.sh: no chromium; the browser tests need it (as root: apt-get install chromium)" >&2
+    fi
+  fi
 else
   .venv/bin/pip install -q -e . --config-settings editable_mode=strict
 fi

@@ -29,6 +29,7 @@ from vitserve.service.inputs.decode_pool import DecodePool
 from vitserve.service.inputs.fetch import Resolver, UrlFetcher, UrlPolicy, system_resolver
 from vitserve.service.lifecycle.follower import StoreFollower
 from vitserve.service.lifecycle.versions import EngineFactory, VersionRegistry
+from vitserve.service.pages.mount import mount_pages
 from vitserve.service.settings import Settings
 from vitserve.vit.decode import DecodeLimits
 
@@ -82,6 +83,7 @@ def create_app(
         setattr(app.state, name, getattr(res, name))
     install_error_handlers(app)
     app.include_router(api.router)
+    mount_pages(app, settings)  # /stats, stored figures, and the web pages unless VITSERVE_UI=false
     if settings.admin_token:
         app.include_router(admin_api.router)
         app.include_router(fleet_api.router)

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     canary_min_requests: int = Field(100, ge=1)  # requests each side needs before the guard judges
     canary_max_error_rate_delta: float = Field(0.05, ge=0, le=1)  # canary error rate - stable's above this → abort
     canary_max_p99_ratio: float = Field(2.0, ge=1)  # canary p99 latency / stable's above this → abort
+    # Web pages: the classify page at / and the models page at /ui/models (false → 404; /stats stays).
+    ui: bool = True
 
     @field_validator("url_allow_hosts", mode="before")
     @classmethod

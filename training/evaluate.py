@@ -17,6 +17,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from vitserve.model_store import Card, ModelStore
+from vitserve.model_store.figures import confusion_path
 from vitserve.model_store.pretrained import from_pretrained
 from vitserve.runtime.engine import MindSporeEngine
 from vitserve.training.config import OnCorrupt
@@ -178,7 +179,5 @@ def evaluate_version(
     result = evaluate_folder(pretrained.model, folder, card.data, batch_size=batch_size, workers=workers)
     name = dataset_name or Path(data_dir).resolve().name
     card = store.record_metrics(card.ref, name, result.metrics(card.labels))
-    plot_confusion(
-        result.confusion, card.labels, store.artefact_path(card, f"confusion_{name}.png"), title=f"{card.ref} on {name}"
-    )
+    plot_confusion(result.confusion, card.labels, confusion_path(store, card, name), title=f"{card.ref} on {name}")
     return card, result

@@ -20,6 +20,7 @@ from mindspore import Tensor, nn
 from tqdm import tqdm
 
 from vitserve.model_store import Card, ModelStore
+from vitserve.model_store.figures import confusion_path
 from vitserve.training.augment import mix_batch, smooth_one_hot
 from vitserve.training.checkpointing import RunState, load_training_checkpoint, restore_state, save_training_checkpoint
 from vitserve.training.config import TrainConfig
@@ -288,7 +289,7 @@ class _Run:
             plot_confusion(
                 self.best_eval.confusion,
                 self.train_set.classes,
-                self.store.artefact_path(card, f"confusion_{val_name}.png"),
+                confusion_path(self.store, card, val_name),
                 title=f"{card.ref} on {val_name}",
             )
         return card
