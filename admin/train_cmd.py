@@ -54,6 +54,7 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser], parent:
     p.add_argument("--run-dir", type=Path, help="run directory (default: OUTPUT_DIR/NAME-TIMESTAMP)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps")
     p.add_argument("--no-publish", action="store_true", help="do not publish to the store")
+    p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (listed) instead of failing")
     p.set_defaults(func=cmd_train)
 
 
@@ -105,6 +106,8 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
             changes["val_dir"] = str(args.data / "val")
     if args.val_data is not None:
         changes["val_dir"] = str(args.val_data)
+    if args.skip_corrupt:
+        changes["on_corrupt"] = "skip"
     for key in ("init_from", "name", "max_steps"):
         if getattr(args, key) is not None:
             changes[key] = getattr(args, key)

@@ -25,9 +25,11 @@ from vitserve.service.http import admin_api, api
 from vitserve.service.http.errors import install_error_handlers
 from vitserve.service.http.metrics import Metrics
 from vitserve.service.http.middleware import BodyLimitMiddleware, ServingMiddleware
+from vitserve.service.http.request_middleware import RequestMiddleware
 from vitserve.service.inputs.decode_pool import DecodePool
 from vitserve.service.inputs.fetch import Resolver, UrlFetcher, UrlPolicy, system_resolver
 from vitserve.service.lifecycle.versions import EngineFactory, VersionRegistry
+from vitserve.service.observability.tracing import Tracer
 from vitserve.service.settings import Settings
 from vitserve.vit.decode import DecodeLimits
 
@@ -88,6 +90,9 @@ def create_app(
 
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
     app.add_middleware(ServingMiddleware, metrics=res.metrics, is_draining=lambda: res.lifecycle.draining)
+    # Outermost: request ids, access log and traces cover every answer, refusals and 500s included.
+    app.state.tracer = Tracer.otlp(settings.otlp_endpoint) if settings.otlp_endpoint else None
+    app.add_middleware(RequestMiddleware, series=res.metrics.per_version, tracer=lambda: app.state.tracer)
     return app
 
 
@@ -140,6 +145,8 @@ def _lifespan(res: Resources) -> Callable[[FastAPI], AbstractAsyncContextManager
             log.info("draining: waiting up to %.0f s for in-flight work", res.settings.drain_timeout_s)
             await res.registry.close()
             res.close()
+            if app.state.tracer is not None:
+                app.state.tracer.shutdown()  # flushes the spans still batched
             log.info("drained")
 
     return lifespan

@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from vitserve.runtime.engine import EngineOptions
+from vitserve.service.observability.logs import LogFormat
 
 DeviceTarget = Literal["CPU", "GPU", "Ascend"]
 EngineKind = Literal["auto", "mindspore", "onnxruntime", "openvino"]
@@ -63,6 +64,9 @@ class Settings(BaseSettings):
     compile_cache_dir: Path | None = None  # MindSpore compile cache for the start-up model; unset → store/.cache
     warmup: bool = True  # compile every bucket before reporting ready
     log_level: LogLevel = "INFO"
+    # Observability: json → one JSON object per log line (a line per request, with its id); text for a terminal.
+    log_format: LogFormat = "json"
+    otlp_endpoint: str | None = None  # OTLP/HTTP traces (http://collector:4318/v1/traces); unset → no tracing
 
     @field_validator("url_allow_hosts", mode="before")
     @classmethod
@@ -78,7 +82,7 @@ class Settings(BaseSettings):
             return "Ascend"
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("engine_precision", mode="before")
+    @field_validator("engine_precision", "log_format", mode="before")
     @classmethod
     def _lower_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
