@@ -67,9 +67,8 @@ class RequestMiddleware:
             log.exception("unhandled error on %s %s", record.method, record.path)
             if response_started:
                 raise
-            response = error_response(
-                "internal_error", f"internal error; see the server log for {record.request_id}", 500
-            )
+            message = f"internal error (incident {record.request_id}); see the server log"
+            response = error_response("internal_error", message, 500)
             await response(scope, counting_receive, tagging_send)
         finally:
             route = scope.get("route")
