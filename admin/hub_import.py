@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from vitserve.admin.errors import EXIT_NOT_FOUND, CommandError
 from vitserve.admin.store_args import config_from_arg, labels_from_file, open_store, user_errors
-from vitserve.model_store.hub import HubId, HubUnavailable, fetch, lineage, timm_data
+from vitserve.model_store.hub import HubId, HubUnavailable, fetch, lineage, timm_architecture, timm_data
 
 
 def default_name(hub_id: HubId) -> str:
@@ -35,6 +35,8 @@ def import_from_hub(args: argparse.Namespace, hub_id: HubId) -> int:
         bar.update()
         bar.set_postfix_str(f"converting ({files.layout} layout)")
         with user_errors():
+            if override is None and files.layout == "timm":
+                override = timm_architecture(files)
             converted = convert_file(files.weights, files.layout, override)
             data, names = (converted.data, converted.labels)
             if files.layout == "timm":

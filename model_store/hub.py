@@ -107,6 +107,17 @@ def timm_data(files: HubFiles, config: ViTConfig) -> tuple[DataConfig, list[str]
     return data, names
 
 
+def timm_architecture(files: HubFiles) -> ViTConfig | None:
+    """The architecture when timm's ``config.json`` names the head count (``model_args.num_heads``, written
+    for models built with non-default arguments); None → inferred from the weights' shapes and standard widths."""
+    heads = files.config.get("model_args", {}).get("num_heads")
+    if heads is None:
+        return None
+    from vitserve.vit.convert import infer_config, read_weights, to_vitserve
+
+    return infer_config(to_vitserve(read_weights(files.weights), "timm"), num_heads=int(heads))
+
+
 def lineage(files: HubFiles) -> dict[str, Any]:
     """What the card records: the id, the commit the snapshot is, and the layout."""
     return {
