@@ -64,14 +64,16 @@ class _Sink:
     """``out`` opened for writing, or stdout (left open)."""
 
     def __init__(self, out: Path | None) -> None:
-        self.out, self.stream = out, None
+        self.out = out
+        self.stream: IO[str] | None = None
 
     def __enter__(self) -> IO[str]:
         if self.out is None:
             return sys.stdout
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.stream = self.out.open("w", encoding="utf-8", newline="")
-        return self.stream
+        stream = self.out.open("w", encoding="utf-8", newline="")
+        self.stream = stream
+        return stream
 
     def __exit__(self, *exc: object) -> None:
         if self.stream is not None:

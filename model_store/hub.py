@@ -99,8 +99,8 @@ def timm_data(files: HubFiles, config: ViTConfig) -> tuple[DataConfig, list[str]
         img_size=config.img_size,
         crop_pct=float(pretrained.get("crop_pct", defaults.crop_pct)),
         interpolation=pretrained.get("interpolation", defaults.interpolation),
-        mean=tuple(pretrained.get("mean", defaults.mean)),  # type: ignore[arg-type]
-        std=tuple(pretrained.get("std", defaults.std)),  # type: ignore[arg-type]
+        mean=tuple(pretrained.get("mean", defaults.mean)),
+        std=tuple(pretrained.get("std", defaults.std)),
     )
     labels = files.config.get("label_names")
     names = [str(x) for x in labels] if isinstance(labels, list) and len(labels) == config.num_classes else None
