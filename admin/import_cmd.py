@@ -14,7 +14,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from vitserve.admin.errors import EXIT_USAGE, CommandError
+from vitserve.admin.errors import EXIT_NOT_FOUND, EXIT_USAGE, CommandError
 from vitserve.admin.store_args import config_from_arg, labels_from_file, open_store, read_json_file, user_errors
 from vitserve.vit.checkpoint import StateDict
 from vitserve.vit.config import DataConfig, ViTConfig
@@ -106,7 +106,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.src.suffix in (".pth", ".pt") and importlib.util.find_spec("torch") is None:
         raise CommandError(f"reading {args.src.name} needs PyTorch: pip install torch==2.13.0 (CPU), then retry")
     if not args.src.is_file():
-        raise CommandError(f"no such checkpoint file: {args.src}")
+        raise CommandError(f"no such checkpoint file: {args.src}", EXIT_NOT_FOUND)
     override = config_from_arg(args.config)[0] if args.config else None
     with tqdm(total=2, desc=f"import {args.src.name}", unit="step", file=sys.stderr) as bar, user_errors():
         bar.set_postfix_str("converting")
