@@ -1,5 +1,5 @@
 """``vitserve predict DIR``: every image under a folder on a CPU engine, unreadable files skipped (exit 5);
-``vitserve train --skip-corrupt``; ``vitserve --version``."""
+``vitserve train --skip-corrupt``; ``eval --json``; ``vitserve --version``."""
 
 from __future__ import annotations
 
@@ -97,3 +97,12 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.startswith("vitserve 0.1.0 (python 3.11")
+
+
+def test_eval_json(folder_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_folder(tmp_path / "val", {label: 1 for label in LABELS}, size=32)
+    argv = ["eval", "--model", "tiny", "--data", str(data), "--store", str(folder_store), "--batch-size", "4"]
+    assert main([*argv, "--json", "--dataset-name", "val-json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["ref"] == "tiny:1" and metrics["dataset"] == "val-json" and metrics["num_images"] == 10.0
+    assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
