@@ -88,6 +88,7 @@ def _register_upload(sub: argparse._SubParsersAction[argparse.ArgumentParser], p
     p.add_argument("--description", default="")
     p.add_argument("--url", help="base URL of a running vitserve service, e.g. http://127.0.0.1:8000")
     p.add_argument("--token", help=f"admin bearer token for --url (default: ${TOKEN_ENV})")
+    p.add_argument("--json", action="store_true", help="print the published reference as JSON")
     p.set_defaults(func=cmd_upload)
 
 
@@ -150,13 +151,16 @@ def cmd_upload(args: argparse.Namespace) -> int:
         state = _load_into_model(args.ckpt, config)
         if args.url:
             reply = _upload_remote(args, config, data, labels)
-            print(f"uploaded {args.name}:{reply.get('version')} to {args.url}")
+            ref = f"{args.name}:{reply.get('version')}"
+            print(json.dumps({"ref": ref, "url": args.url}) if args.json else f"uploaded {ref} to {args.url}")
             return 0
         card = open_store(args).publish(
             args.name, state, config, data, labels, lineage=_upload_lineage(args.ckpt),
             description=args.description, aliases=args.alias,
         )  # fmt: skip
-    print(f"published {card.ref} from {args.ckpt}")
+    print(
+        json.dumps({"ref": card.ref, "aliases": args.alias}) if args.json else f"published {card.ref} from {args.ckpt}"
+    )
     return 0
 
 

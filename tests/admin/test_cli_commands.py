@@ -169,3 +169,15 @@ def test_set_precision_needs_a_measured_int8_accuracy_or_force(digits_store, cap
     code, out, _ = _run(capsys, "models", "set-precision", "digits:1", "fp32", "--store", root)
     assert code == 0 and out.strip() == "digits:1 serves at fp32"
     assert digits_store.card("digits", 1).serving == {"precision": "fp32"}
+
+
+def test_store_commands_print_json_results(digits_store, capsys):
+    root = digits_store.root
+    code, out, _ = _run(capsys, "models", "promote", "digits", "2", "--alias", "staging", "--json", "--store", root)
+    assert code == 0 and json.loads(out) == {"name": "digits", "alias": "staging", "version": 2}
+    code, _, err = _run(capsys, "models", "rollback", "digits", "--alias", "staging", "--json", "--store", root)
+    _assert_one_line_error(code, err, "no earlier version")  # errors stay one line on stderr under --json
+    code, out, _ = _run(capsys, "models", "gc", "digits", "--json", "--store", root)
+    assert code == 0 and isinstance(json.loads(out)["removed"], list)
+    code, _, err = _run(capsys, "models", "show", "absent", "--store", root)
+    _assert_one_line_error(code, err, "absent", exit_code=EXIT_NOT_FOUND)
