@@ -18,7 +18,7 @@ _DATA_FILE = "imagenet_1k_labels.json"
 @cache
 def imagenet_1k_labels() -> tuple[str, ...]:
     """The 1000 ImageNet-1k short class names, index ``i`` → name (read once, then cached)."""
-    text = resources.files("vit").joinpath(_DATA_FILE).read_text(encoding="utf-8")
+    text = resources.files("vitserve.vit").joinpath(_DATA_FILE).read_text(encoding="utf-8")
     names = json.loads(text)
     if not (isinstance(names, list) and len(names) == 1000 and all(isinstance(n, str) for n in names)):
         raise ValueError(f"{_DATA_FILE} is damaged: expected a list of 1000 class names")

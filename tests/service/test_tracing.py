@@ -24,6 +24,9 @@ def in_memory() -> tuple[Tracer, Any]:
 async def test_no_tracer_unless_an_endpoint_is_set(serve: Any) -> None:
     async with serve() as (_, app):
         assert app.state.tracer is None
+    # Configured: an OTLP/HTTP exporter (nothing is sent here: no request makes a span).
+    async with serve(otlp_endpoint="http://127.0.0.1:9/v1/traces") as (_, app):
+        assert isinstance(app.state.tracer, Tracer)
 
 
 async def test_request_and_stage_spans_carry_the_request_id(serve: Any) -> None:
