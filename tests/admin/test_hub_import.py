@@ -127,6 +127,7 @@ def test_import_hf_and_timm_ids_from_the_cache_offline(
     torch_and_ours_agree(opened, "timm-tiny", models["timm"])
 
 
+@pytest.mark.slow
 def test_an_id_missing_from_the_cache_offline_fails_clearly(
     hub_home: tuple[Path, dict[str, Any]], tmp_path: Path, run_cli: Callable[..., Any]
 ) -> None:

@@ -81,6 +81,7 @@ def test_folder_to_csv_and_the_exit_codes(
     assert main(["predict", str(tmp_path / "empty-dir-missing"), "--model", "tiny"]) != 0
 
 
+@pytest.mark.slow  # a real (one-step) training run
 def test_train_skip_corrupt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = write_folder(tmp_path / "data", {"a": 4, "b": 4}, size=32)
     (data / "a" / "bad.png").write_bytes(b"not a png at all")
