@@ -19,8 +19,14 @@ LogFormat = Literal["json", "text"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 
-# LogRecord attributes that are not a caller's ``extra=``: everything else on a record becomes a JSON field.
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "request_id"}
+# LogRecord attributes that are not a caller's ``extra=``: everything else on a record becomes a JSON field
+# (uvicorn's ``color_message`` is its message again with terminal colour codes: dropped).
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "request_id",
+    "color_message",
+}
 
 
 class RequestIdFilter(logging.Filter):
