@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 from vitserve.admin.errors import CommandError
+from vitserve.admin.progress import Steps
 
 EPILOG = """examples:
   vitserve bench --quick                      tiny model, engine + HTTP, under a minute
@@ -44,6 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--engine", default="auto", help="HTTP benchmark: the server's engine (default auto)")
     p.add_argument("--model", help="engine benchmark: a store version instead of random weights")
     p.add_argument("--store", type=Path, dest="store_root", help="store for --model (default VITSERVE_STORE_ROOT)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON (instead of the tables)")
     p.set_defaults(func=run)
 
 
@@ -58,23 +61,35 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     if args.only == "precision":
         return _precision(args)
-    if args.only in (None, "engine"):
-        payload = run_engine_bench(
-            out,
-            full=args.full,
-            threads=args.threads,
-            engines=args.engines,
-            store_root=args.store_root,
-            model=args.model,
-        )
-        print((out / "engine.md").read_text(encoding="utf-8"))
-        _print_environment(payload)
-    if args.only in (None, "http"):
-        payload = run_http_bench(out, full=args.full, engine=args.engine, threads=args.threads)
-        print((out / "http.md").read_text(encoding="utf-8"))
-        _print_environment(payload)
-    print(f"results in {out}/")
+    phases = ["engine", "http"] if args.only is None else [args.only]
+    results: dict[str, Any] = {}
+    with Steps(len(phases), "bench", quiet=args.json) as steps:
+        if "engine" in phases:
+            steps.next("engines")
+            results["engine"] = run_engine_bench(
+                out,
+                full=args.full,
+                threads=args.threads,
+                engines=args.engines,
+                store_root=args.store_root,
+                model=args.model,
+            )
+            _show(args, out / "engine.md", results["engine"])
+        if "http" in phases:
+            steps.next("http sweep")
+            results["http"] = run_http_bench(out, full=args.full, engine=args.engine, threads=args.threads)
+            _show(args, out / "http.md", results["http"])
+    if args.json:
+        print(json.dumps({"out": str(out), **results}, indent=2, default=str))
+    else:
+        print(f"results in {out}/")
     return 0
+
+
+def _show(args: argparse.Namespace, table: Path, payload: dict[str, Any]) -> None:
+    if not args.json:
+        print(table.read_text(encoding="utf-8"))
+        _print_environment(payload)
 
 
 def _precision(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vitserve.admin.errors import CommandError
+from vitserve.admin.errors import EXIT_NOT_FOUND, CommandError
 from vitserve.vit.checkpoint import CheckpointMismatch, save_checkpoint
 from vitserve.vit.config import ViTConfig, get_config, variant_names
 from vitserve.vit.convert import FORMATS, ConvertedModel, convert_file, from_vitserve_to_mindformers
@@ -59,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also write DIR/mindformers.ckpt in MindFormers' vit_base_p16 layout (mean-pool models only)",
     )
     parser.add_argument("--out", metavar="DIR", type=Path, required=True, help="output directory (created)")
+    parser.add_argument("--json", action="store_true", help="print the result (config, source) as JSON")
     parser.set_defaults(func=run)
 
 
@@ -84,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--img-size must be positive, got {args.img_size}")
     try:
         converted = convert_file(args.src, args.format, config, img_size=args.img_size)
-    except (FileNotFoundError, CheckpointMismatch, ValueError, ImportError) as err:
+    except FileNotFoundError as err:
+        raise CommandError(str(err), EXIT_NOT_FOUND) from err
+    except (CheckpointMismatch, ValueError, ImportError) as err:
         raise CommandError(str(err)) from err
     mindformers = None
     if args.to == "mindformers":
@@ -94,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(str(err)) from err
     write_output(converted, args.out, mindformers)
     cfg = converted.config
+    if args.json:
+        print(json.dumps({"out": str(args.out), "config": cfg.to_dict(), "source": converted.source}, indent=2))
+        return 0
     print(
         f"converted {converted.source['format']} checkpoint {args.src} → {args.out}: "
         f"{cfg.embed_dim}×{cfg.depth} ViT, patch {cfg.patch_size}, {cfg.img_size}px, {cfg.global_pool} pool, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import sys
 import textwrap
@@ -13,7 +14,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from vitserve.admin.errors import CommandError
+from vitserve.admin.errors import EXIT_NOT_FOUND, EXIT_USAGE, CommandError
 from vitserve.admin.store_args import config_from_arg, labels_from_file, open_store, read_json_file, user_errors
 from vitserve.vit.checkpoint import StateDict
 from vitserve.vit.config import DataConfig, ViTConfig
@@ -21,6 +22,8 @@ from vitserve.vit.files import sha256_file
 
 IMPORT_EPILOG = """examples:
   vitserve import mae_finetuned_vit_base.pth --name vit-base --alias production
+  vitserve import hf:google/vit-base-patch16-224                  by Hub id (cache, HF_HUB_OFFLINE honoured)
+  vitserve import timm/vit_base_patch16_224.augreg_in21k_ft_in1k --name vit-augreg
   vitserve import vit_base_patch16_224.augreg_in21k_ft_in1k.safetensors --name vit-augreg
   vitserve import hf-vit/model.safetensors --format hf --name hf-vit   (reads hf-vit/config.json too)
   vitserve import vit_base_p16.ckpt --format mindformers --name seed-vit
@@ -48,8 +51,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], parent: a
         epilog=IMPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("src", type=Path, metavar="SRC")
-    p.add_argument("--name", required=True, help="model name in the store (a-z 0-9 . _ -)")
+    p.add_argument("src", type=Path, metavar="SRC", help="a checkpoint file, or a Hub id: hf:ORG/NAME[@REV], timm/NAME")
+    p.add_argument("--name", help="model name in the store (a-z 0-9 . _ -); a Hub id defaults to its repo name")
+    p.add_argument("--json", action="store_true", help="print the published reference as JSON")
     p.add_argument("--format", default="auto", help="auto (default), timm, mae, hf, mindformers or vitserve")
     p.add_argument("--config", help="override the architecture: a variant name or a ViTConfig JSON file")
     p.add_argument("--labels", type=Path, help="JSON list of class names (default: ImageNet-1k for 1000 classes)")
@@ -84,16 +88,26 @@ def _register_upload(sub: argparse._SubParsersAction[argparse.ArgumentParser], p
     p.add_argument("--description", default="")
     p.add_argument("--url", help="base URL of a running vitserve service, e.g. http://127.0.0.1:8000")
     p.add_argument("--token", help=f"admin bearer token for --url (default: ${TOKEN_ENV})")
+    p.add_argument("--json", action="store_true", help="print the published reference as JSON")
     p.set_defaults(func=cmd_upload)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from vitserve.model_store.hub import parse_hub_id
     from vitserve.vit.convert import convert_file
 
+    with user_errors():
+        hub_id = parse_hub_id(str(args.src))
+    if hub_id is not None:
+        from vitserve.admin.hub_import import import_from_hub
+
+        return import_from_hub(args, hub_id)
+    if not args.name:
+        raise CommandError("--name is required when importing a file", EXIT_USAGE)
     if args.src.suffix in (".pth", ".pt") and importlib.util.find_spec("torch") is None:
         raise CommandError(f"reading {args.src.name} needs PyTorch: pip install torch==2.13.0 (CPU), then retry")
     if not args.src.is_file():
-        raise CommandError(f"no such checkpoint file: {args.src}")
+        raise CommandError(f"no such checkpoint file: {args.src}", EXIT_NOT_FOUND)
     override = config_from_arg(args.config)[0] if args.config else None
     with tqdm(total=2, desc=f"import {args.src.name}", unit="step", file=sys.stderr) as bar, user_errors():
         bar.set_postfix_str("converting")
@@ -118,6 +132,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         )
         bar.update()
     aliases = f" (aliases: {', '.join(args.alias)})" if args.alias else ""
+    if args.json:
+        print(json.dumps({"ref": card.ref, "format": converted.source.get("format"), "aliases": args.alias}))
+        return 0
     print(f"published {card.ref}{aliases} from {converted.source.get('format')} checkpoint {args.src}")
     return 0
 
@@ -134,13 +151,16 @@ def cmd_upload(args: argparse.Namespace) -> int:
         state = _load_into_model(args.ckpt, config)
         if args.url:
             reply = _upload_remote(args, config, data, labels)
-            print(f"uploaded {args.name}:{reply.get('version')} to {args.url}")
+            ref = f"{args.name}:{reply.get('version')}"
+            print(json.dumps({"ref": ref, "url": args.url}) if args.json else f"uploaded {ref} to {args.url}")
             return 0
         card = open_store(args).publish(
             args.name, state, config, data, labels, lineage=_upload_lineage(args.ckpt),
             description=args.description, aliases=args.alias,
         )  # fmt: skip
-    print(f"published {card.ref} from {args.ckpt}")
+    print(
+        json.dumps({"ref": card.ref, "aliases": args.alias}) if args.json else f"published {card.ref} from {args.ckpt}"
+    )
     return 0
 
 

@@ -8,7 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from vitserve.admin import bench_cmd, convert_cmd, models_cmd, serve_cmd, train_cmd
-from vitserve.admin.errors import CommandError
+from vitserve.admin.errors import EXIT_CODES_HELP, CommandError
+from vitserve.admin.export_cmd import register as register_export
+from vitserve.admin.version import version_string
 
 EPILOG = """examples:
   vitserve bootstrap                          train the embedded default model (digits) into ./store
@@ -27,13 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vitserve",
         description="Vision Transformer image classification: serve, predict, convert, train, evaluate, benchmark.",
-        epilog=EPILOG,
+        epilog=EPILOG + "\n" + EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=version_string())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (serve_cmd, models_cmd, convert_cmd, train_cmd, bench_cmd):
         module.register(sub)
+    register_export(sub)
     return parser
 
 

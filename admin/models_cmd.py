@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from vitserve.admin import canary_cmd, import_cmd, predict_cmd
 from vitserve.admin.errors import CommandError
@@ -42,12 +42,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     actions = models.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     p = _action(actions, parent, "list", "models with their versions and aliases")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
 
     p = _action(actions, parent, "show", "a model's versions, or one version's card")
     p.add_argument("ref", metavar="NAME[:V|@ALIAS]")
-    p.add_argument("--json", action="store_true", help="print the whole card(s) as JSON")
     p.set_defaults(func=cmd_show)
 
     _add_alias_actions(actions, parent)
@@ -126,7 +124,7 @@ def _action(
     description: str | None = None,
 ) -> argparse.ArgumentParser:
     examples = [line for line in EPILOG.splitlines()[1:] if line.split()[2:3] == [name]]
-    return actions.add_parser(
+    p = actions.add_parser(
         name,
         parents=[parent],
         help=summary,
@@ -134,6 +132,8 @@ def _action(
         epilog="examples:\n" + "\n".join(examples),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    return p
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -200,24 +200,23 @@ def cmd_promote(args: argparse.Namespace) -> int:
     store = open_store(args)
     with user_errors():
         card = store.set_alias(args.name, args.alias, args.version, force=args.force, dataset=args.dataset)
-    print(f"{card.name}@{args.alias} → {card.version}")
-    return 0
+    return _emit(args, f"{card.name}@{args.alias} → {card.version}", {"name": card.name, "alias": args.alias,
+                                                                      "version": card.version})  # fmt: skip
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     store = open_store(args)
     with user_errors():
         card = store.rollback(args.name, args.alias)
-    print(f"{card.name}@{args.alias} → {card.version}")
-    return 0
+    return _emit(args, f"{card.name}@{args.alias} → {card.version}", {"name": card.name, "alias": args.alias,
+                                                                      "version": card.version})  # fmt: skip
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
     store = open_store(args)
     with user_errors():
         card = store.delete(args.ref)
-    print(f"deleted {card.ref}")
-    return 0
+    return _emit(args, f"deleted {card.ref}", {"deleted": card.ref})
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -225,11 +224,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
     with user_errors():
         removed = store.gc(args.name)
         held = store.held(args.name)
-    print("removed: " + (", ".join(removed) if removed else "nothing"))
+    text = "removed: " + (", ".join(removed) if removed else "nothing")
     if held:
         kept = ", ".join(f"{args.name}:{v} ({', '.join(r)})" for v, r in sorted(held.items()))
-        print(f"kept, loaded by running replicas: {kept}")
-    return 0
+        text += f"\nkept, loaded by running replicas: {kept}"
+    return _emit(args, text, {"removed": list(removed), "kept": {str(v): list(r) for v, r in sorted(held.items())}})
 
 
 def cmd_set_precision(args: argparse.Namespace) -> int:
@@ -250,7 +249,13 @@ def cmd_set_precision(args: argparse.Namespace) -> int:
         note = " (measured top1_agreement: " + ", ".join(f"{d} {v:.4f}" for d, v in measured.items()) + ")"
     else:
         note = " (no measured accuracy: forced)" if args.precision == "int8" else ""
-    print(f"{card.ref} serves at {card.serving['precision']}{note}")
+    payload = {"ref": card.ref, "precision": card.serving["precision"], "measured_top1_agreement": measured}
+    return _emit(args, f"{card.ref} serves at {card.serving['precision']}{note}", payload)
+
+
+def _emit(args: argparse.Namespace, text: str, payload: Mapping[str, object]) -> int:
+    """The result as one line of text, or as JSON with ``--json``."""
+    print(json.dumps(payload, indent=2, ensure_ascii=False) if args.json else text)
     return 0
 
 

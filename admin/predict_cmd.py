@@ -8,13 +8,14 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from vitserve.admin.errors import CommandError
+from vitserve.admin.errors import EXIT_USAGE, CommandError
 from vitserve.admin.store_args import open_store, user_errors
 
 EPILOG = """examples:
   vitserve predict photo.jpg --model digits-vit
   vitserve predict a.jpg b.png --model vit-base:2 --top-k 5 --json
   vitserve predict photo.jpg --model ./converted      (a `vitserve convert --out` directory)
+  vitserve predict photos/ --model vit-base --batch-size 32 --out preds.jsonl   (every image under photos/)
 """
 
 
@@ -35,6 +36,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], parent: a
     p.add_argument("--model", required=True, metavar="REF", help="store reference or checkpoint path")
     p.add_argument("--top-k", type=int, default=3, help="labels per image (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    # A folder (IMAGE is one directory): batched on a CPU engine, unreadable files listed and skipped (exit 5).
+    folder = p.add_argument_group("folder prediction (IMAGE is a directory)")
+    folder.add_argument("--batch-size", type=int, default=32, help="images per engine call (default 32)")
+    folder.add_argument("--out", type=Path, help="write predictions to FILE.jsonl or FILE.csv (default: stdout)")
+    folder.add_argument("--engine", default="auto", choices=["auto", "mindspore", "onnxruntime", "openvino"])
+    folder.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
     p.set_defaults(func=cmd_predict)
 
 
@@ -44,6 +51,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise CommandError(f"--top-k must be >= 1, got {args.top_k}")
+    if any(image.is_dir() for image in args.images):
+        from vitserve.admin.predict_folder import predict_folder
+
+        if len(args.images) != 1:
+            raise CommandError("give one folder, or image files only", EXIT_USAGE)
+        return predict_folder(args, args.images[0])
     with user_errors():
         pipe = pipeline("image_classification", model=args.model, store=open_store(args))
     results: list[dict[str, Any]] = []

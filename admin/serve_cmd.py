@@ -54,26 +54,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--queue-size", type=int, help="waiting images per version before 503")
     p.add_argument("--decode-workers", type=int, help="image decoding threads")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-format", choices=["json", "text"], help="log lines as JSON (default) or plain text")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from vitserve.service.app import create_app
+    from vitserve.service.observability.logs import configure_logging
     from vitserve.service.settings import SettingsError, load_settings
 
     names = ["host", "port", "store_root", "default_model", "device_target", "engine", "engine_threads"]
     names += ["engine_precision", "max_batch_size", "max_delay_ms", "queue_size", "decode_workers", "log_level"]
+    names += ["log_format"]
     try:
         settings = load_settings(**{name: getattr(args, name) for name in names})
     except SettingsError as err:
         raise CommandError(str(err)) from None
-    logging.getLogger().setLevel(settings.log_level)
+    configure_logging(settings.log_format, settings.log_level)
     app = create_app(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers go through the handler configure_logging set (JSON by default)
         timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
         access_log=settings.log_level == "DEBUG",
     )

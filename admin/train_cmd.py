@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from vitserve.admin.errors import CommandError
+from vitserve.admin.progress import bar
 from vitserve.admin.store_args import open_store, store_parent, user_errors
 from vitserve.training.config import TrainConfig, load_config
 
@@ -54,6 +55,7 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser], parent:
     p.add_argument("--run-dir", type=Path, help="run directory (default: OUTPUT_DIR/NAME-TIMESTAMP)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps")
     p.add_argument("--no-publish", action="store_true", help="do not publish to the store")
+    p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (listed) instead of failing")
     p.set_defaults(func=cmd_train)
 
 
@@ -71,6 +73,7 @@ def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser], parent: 
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=4, help="parallel decode workers")
     p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (listed) instead of failing")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_eval)
 
 
@@ -105,6 +108,8 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
             changes["val_dir"] = str(args.data / "val")
     if args.val_data is not None:
         changes["val_dir"] = str(args.val_data)
+    if args.skip_corrupt:
+        changes["on_corrupt"] = "skip"
     for key in ("init_from", "name", "max_steps"):
         if getattr(args, key) is not None:
             changes[key] = getattr(args, key)
@@ -125,7 +130,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from vitserve.training.evaluate import evaluate_version
 
-    with user_errors():
+    with user_errors(), bar(None, f"eval {args.model}", unit="img", quiet=args.json) as progress:
+
+        def advance(images: int, total: int) -> None:
+            progress.total = total
+            progress.update(images)
+
         card, result = evaluate_version(
             open_store(args),
             args.model,
@@ -134,8 +144,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             workers=args.workers,
             on_corrupt="skip" if args.skip_corrupt else "fail",
+            on_progress=advance,
         )
     name = args.dataset_name or args.data.resolve().name
+    if args.json:
+        print(json.dumps({"ref": card.ref, "dataset": name, **card.metrics[name]}, indent=2))
+        return 0
     print(f"{card.ref} on {name}: {result.num_images} images, top-1 {result.top1:.4f}, top-5 {result.top5:.4f}")
     worst = sorted(result.per_class.items(), key=lambda item: item[1])[:5]
     print("lowest per-class accuracy: " + ", ".join(f"{label} {acc:.3f}" for label, acc in worst))

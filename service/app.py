@@ -25,10 +25,12 @@ from vitserve.service.http import admin_api, api, fleet_api
 from vitserve.service.http.errors import install_error_handlers
 from vitserve.service.http.metrics import Metrics
 from vitserve.service.http.middleware import BodyLimitMiddleware, ServingMiddleware
+from vitserve.service.http.request_middleware import RequestMiddleware
 from vitserve.service.inputs.decode_pool import DecodePool
 from vitserve.service.inputs.fetch import Resolver, UrlFetcher, UrlPolicy, system_resolver
 from vitserve.service.lifecycle.follower import StoreFollower
 from vitserve.service.lifecycle.versions import EngineFactory, VersionRegistry
+from vitserve.service.observability.tracing import Tracer
 from vitserve.service.pages.mount import mount_pages
 from vitserve.service.settings import Settings
 from vitserve.vit.decode import DecodeLimits
@@ -93,6 +95,9 @@ def create_app(
 
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
     app.add_middleware(ServingMiddleware, metrics=res.metrics, is_draining=lambda: res.lifecycle.draining)
+    # Outermost: request ids, access log and traces cover every answer, refusals and 500s included.
+    app.state.tracer = Tracer.otlp(settings.otlp_endpoint) if settings.otlp_endpoint else None
+    app.add_middleware(RequestMiddleware, series=res.metrics.per_version, tracer=lambda: app.state.tracer)
     return app
 
 
@@ -156,6 +161,8 @@ def _lifespan(res: Resources) -> Callable[[FastAPI], AbstractAsyncContextManager
             await res.follower.stop()  # no swap during the drain; the lease goes with this replica
             await res.registry.close()
             res.close()
+            if app.state.tracer is not None:
+                app.state.tracer.shutdown()  # flushes the spans still batched
             log.info("drained")
 
     return lifespan

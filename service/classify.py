@@ -21,6 +21,8 @@ from vitserve.service.inputs.body import ClassifyInputs, ImageInput
 from vitserve.service.inputs.decode_pool import DecodePool
 from vitserve.service.inputs.fetch import UrlFetcher
 from vitserve.service.lifecycle.versions import LoadedVersion, VersionRegistry
+from vitserve.service.observability import request_context
+from vitserve.service.observability.tracing import note_stage
 
 DEFAULT_TOP_K = 5
 
@@ -63,6 +65,7 @@ class Classifier:
         deadline = arrived + timeout
         version = await self.registry.route(inputs.model or model, key)
         count = len(inputs.images)
+        _note_request(version, count)
         if self.in_flight + count > self.max_in_flight:
             self.metrics.rejections.labels("admission").inc()
             raise Overloaded(
@@ -99,14 +102,20 @@ class Classifier:
                     data = await self.fetcher.fetch(image.url)
                     fetch_ms = (time.monotonic() - started) * 1e3
                     self.metrics.stage_seconds.labels("fetch").observe(fetch_ms / 1e3)
+                    note_stage(request_context.current(), "fetch", fetch_ms)
                 x, decode_ms = await self.pool.prepare(data or b"", version.card.data)
         except TimeoutError:
             self.metrics.rejections.labels("deadline").inc()
             raise DeadlineExceeded("the request's deadline passed while fetching or decoding its images") from None
         self.metrics.stage_seconds.labels("decode").observe(decode_ms / 1e3)
+        record = request_context.current()
+        note_stage(record, "decode", decode_ms)
         result = await version.batcher.submit(x, deadline=deadline)
         self.metrics.stage_seconds.labels("queue").observe(result.queue_ms / 1e3)
         self.metrics.stage_seconds.labels("infer").observe(result.infer_ms / 1e3)
+        infer_end_ns = time.time_ns()  # the batch's call ended just before its result arrived here
+        note_stage(record, "infer", result.infer_ms, end_ns=infer_end_ns)
+        note_stage(record, "queue", result.queue_ms, end_ns=infer_end_ns - int(result.infer_ms * 1e6))
         timings = Timings(
             fetch_ms=fetch_ms,
             decode_ms=round(decode_ms, 3),
@@ -143,6 +152,13 @@ def version_fault(err: Exception) -> bool:
     except LookupError:
         return True  # an unexpected error in the model's path
     return status >= 500
+
+
+def _note_request(version: LoadedVersion, images: int) -> None:
+    """Tag the current request (log line, per-version metrics, trace) with the version that serves it."""
+    record = request_context.current()
+    if record is not None:
+        record.model, record.version, record.images = version.card.name, version.card.version, images
 
 
 def _predictions(logits: np.ndarray, k: int, labels: list[str]) -> list[Prediction]:

@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from vitserve.runtime.engine import EngineOptions
+from vitserve.service.observability.logs import LogFormat
 
 DeviceTarget = Literal["CPU", "GPU", "Ascend"]
 EngineKind = Literal["auto", "mindspore", "onnxruntime", "openvino"]
@@ -75,6 +76,9 @@ class Settings(BaseSettings):
     canary_max_p99_ratio: float = Field(2.0, ge=1)  # canary p99 latency / stable's above this → abort
     # Web pages: the classify page at / and the models page at /ui/models (false → 404; /stats stays).
     ui: bool = True
+    # Observability: json → one JSON object per log line (a line per request, with its id); text for a terminal.
+    log_format: LogFormat = "json"
+    otlp_endpoint: str | None = None  # OTLP/HTTP traces (http://collector:4318/v1/traces); unset → no tracing
 
     @field_validator("url_allow_hosts", mode="before")
     @classmethod
@@ -90,7 +94,7 @@ class Settings(BaseSettings):
             return "Ascend"
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("engine_precision", mode="before")
+    @field_validator("engine_precision", "log_format", mode="before")
     @classmethod
     def _lower_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

@@ -26,11 +26,10 @@ import numpy as np
 from vitserve.training.augment import train_transform
 from vitserve.training.config import AugmentConfig, OnCorrupt
 from vitserve.vit.config import DataConfig
+from vitserve.vit.decode import IMAGE_EXTENSIONS
 from vitserve.vit.preprocess import load_image, transform
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
 
 class DataError(ValueError):

@@ -8,7 +8,7 @@ through ``vit.preprocess`` exactly as the service's do.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,14 +100,23 @@ def score(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> EvalRes
 
 
 def evaluate_folder(
-    model: nn.Cell, folder: ImageFolder, data_config: DataConfig, *, batch_size: int = 64, workers: int = 4
+    model: nn.Cell,
+    folder: ImageFolder,
+    data_config: DataConfig,
+    *,
+    batch_size: int = 64,
+    workers: int = 4,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
-    """Evaluate ``model`` on every image of ``folder`` (class indices as in ``folder.classes``)."""
+    """Evaluate ``model`` on every image of ``folder`` (class indices as in ``folder.classes``);
+    ``on_progress(images_in_batch, total_images)`` after each batch is read."""
     labels: list[np.ndarray] = []
 
     def images() -> Iterable[np.ndarray]:
         for batch, batch_labels in eval_batches(folder, data_config, batch_size=batch_size, workers=workers):
             labels.append(batch_labels)
+            if on_progress is not None:
+                on_progress(len(batch), len(folder))
             yield batch
 
     logits = predict_logits(model, images(), batch_size)
@@ -170,13 +179,16 @@ def evaluate_version(
     batch_size: int = 64,
     workers: int = 4,
     on_corrupt: OnCorrupt = "fail",
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Card, EvalResult]:
     """Evaluate store version ``ref`` on ``data_dir`` and record the metrics (and a confusion PNG next to
     the version) in its card under ``dataset_name`` (default: the folder's name)."""
     pretrained = from_pretrained(ref, store=store)
     card = pretrained.card
     folder = folder_for_labels(data_dir, card.labels, on_corrupt=on_corrupt, workers=workers)
-    result = evaluate_folder(pretrained.model, folder, card.data, batch_size=batch_size, workers=workers)
+    result = evaluate_folder(
+        pretrained.model, folder, card.data, batch_size=batch_size, workers=workers, on_progress=on_progress
+    )
     name = dataset_name or Path(data_dir).resolve().name
     card = store.record_metrics(card.ref, name, result.metrics(card.labels))
     plot_confusion(result.confusion, card.labels, confusion_path(store, card, name), title=f"{card.ref} on {name}")

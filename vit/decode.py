@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 # Raster formats we decode (Pillow's names). JPEG includes what Pillow calls MPO: the multi-picture JPEGs that
 # phones and cameras write, which its JPEG plugin opens.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+# File name extensions that folder scans (training, evaluation, folder prediction) treat as images.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 _JPEG_FORMATS = ("JPEG", "MPO")
 
 # Refused outright, by signature: vector/document formats whose decoders run interpreters (Ghostscript for EPS)

@@ -1,6 +1,7 @@
 """The service's errors and the one place that maps every domain error to HTTP.
 
-Each error response is ``{"error": {"code": str, "message": str}}`` with the status below. Image errors carry
+Each error response is ``{"error": {"code": str, "message": str, "request_id": str}}`` with the status below
+(``request_id`` is the request's id, also in the ``X-Request-Id`` header and in its log lines). Image errors carry
 their own ``code``/``status`` (``vit.image_errors``); store errors are mapped here; anything else is a bug:
 logged with its traceback, answered with a 500 that leaks nothing but an id to find it in the log.
 """
@@ -25,6 +26,7 @@ from vitserve.model_store.errors import (
     StoreError,
     VersionHeld,
 )
+from vitserve.service.observability import request_context
 from vitserve.vit.checkpoint import CheckpointMismatch
 from vitserve.vit.image_errors import ImageError
 
@@ -152,7 +154,13 @@ _DOMAIN: tuple[tuple[type[Exception], str, int], ...] = (
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": code, "message": message}}
+    """The error JSON; inside a request it carries the request's id and notes the code on its record."""
+    body = {"code": code, "message": message}
+    record = request_context.current()
+    if record is not None:
+        record.error_code = code
+        body["request_id"] = record.request_id
+    return {"error": body}
 
 
 def error_response(code: str, message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -195,7 +203,7 @@ async def _validation_handler(request: Request, err: Exception) -> JSONResponse:
 
 
 async def _bug_handler(request: Request, err: Exception) -> JSONResponse:
-    incident = uuid.uuid4().hex[:12]
+    incident = request_context.current_request_id() or uuid.uuid4().hex[:12]
     log.exception("unhandled error %s on %s %s", incident, request.method, request.url.path, exc_info=err)
     return error_response("internal_error", f"internal error (incident {incident}); see the server log", 500)
 

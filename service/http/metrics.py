@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from vitserve.service.observability.version_metrics import VersionSeries, register_runtime_collectors
+
 # Latency buckets from 1 ms to 30 s: CPU ViT-B batches take seconds, the tiny model milliseconds.
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -49,6 +51,8 @@ class Metrics:
             "vitserve_ready", "1 when a model is loaded and warm and the server is not draining", registry=r
         )
         self.loaded = Gauge("vitserve_model_loaded", "Loaded versions (1 = serving)", ["model", "version"], registry=r)
+        self.per_version = VersionSeries(r)  # model and version as separate labels; process and Python collectors
+        register_runtime_collectors(r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -67,6 +71,7 @@ class VersionObserver:
         m = self.metrics
         m.batch_size.labels(self.model).observe(size)
         m.batch_seconds.labels(self.model).observe(run_s)
+        m.per_version.on_batch(self.model, size, run_s)
         for wait in queue_waits_s:
             m.queue_wait.labels(self.model).observe(wait)
 
@@ -75,6 +80,7 @@ class VersionObserver:
 
     def on_depth(self, depth: int) -> None:
         self.metrics.queue_depth.labels(self.model).set(depth)
+        self.metrics.per_version.on_depth(self.model, depth)
 
     def on_rows(self, rows: int, padded: int) -> None:
         self.metrics.rows.labels(self.model).inc(padded)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.admin.upload_server import RecordingServer
+from vitserve.admin.errors import EXIT_NOT_FOUND, EXIT_REFUSED
 from vitserve.admin.main import build_parser, main
 from vitserve.model_store import ModelStore
 
@@ -17,8 +18,8 @@ def _run(capsys, *argv):
     return code, out, err
 
 
-def _assert_one_line_error(code, err, *fragments):
-    assert code == 1
+def _assert_one_line_error(code, err, *fragments, exit_code=1):
+    assert code == exit_code, (code, err)
     lines = [line for line in err.splitlines() if ": error: " in line]
     assert len(lines) == 1 and "Traceback" not in err, err
     for fragment in fragments:
@@ -42,7 +43,7 @@ def digits_store(tmp_path, tiny_ckpt, capsys):
 def test_gated_promotion_refused_with_both_numbers_then_forced(digits_store, capsys):
     root = digits_store.root
     code, _, err = _run(capsys, "models", "promote", "digits", "2", "--dataset", "digits-val", "--store", root)
-    _assert_one_line_error(code, err, "0.8800", "0.9300", "digits:1", "force")
+    _assert_one_line_error(code, err, "0.8800", "0.9300", "digits:1", "force", exit_code=EXIT_REFUSED)
     assert digits_store.resolve("digits").version == 1
     code, out, _ = _run(capsys, "models", "promote", "digits", "2", "--dataset", "digits-val", "--force",
                         "--store", root)  # fmt: skip
@@ -56,7 +57,7 @@ def test_gated_promotion_refused_with_both_numbers_then_forced(digits_store, cap
 def test_delete_refuses_aliased_versions_and_gc_reports(digits_store, capsys):
     root = digits_store.root
     code, _, err = _run(capsys, "models", "delete", "digits:1", "--store", root)
-    _assert_one_line_error(code, err, "digits:1 is aliased as production")
+    _assert_one_line_error(code, err, "digits:1 is aliased as production", exit_code=EXIT_REFUSED)
     code, _, err = _run(capsys, "models", "delete", "digits", "--store", root)
     _assert_one_line_error(code, err, "explicit version")
     code, out, _ = _run(capsys, "models", "gc", "digits", "--store", root)
@@ -132,9 +133,9 @@ def test_predict_table_and_errors(digits_store, tmp_path, capsys):
     code, _, err = _run(capsys, "predict", tmp_path / "notes.jpg", "--model", "digits", "--store", digits_store.root)
     _assert_one_line_error(code, err, "notes.jpg")
     code, _, err = _run(capsys, "predict", image, "--model", "other", "--store", digits_store.root)
-    _assert_one_line_error(code, err, "'other' not found", "models: digits")
+    _assert_one_line_error(code, err, "'other' not found", "models: digits", exit_code=EXIT_NOT_FOUND)
     code, _, err = _run(capsys, "import", tmp_path / "missing.pth", "--name", "m", "--store", digits_store.root)
-    _assert_one_line_error(code, err, "no such checkpoint file")
+    _assert_one_line_error(code, err, "no such checkpoint file", exit_code=EXIT_NOT_FOUND)
 
 
 def test_help_explains_each_command_with_examples(capsys):
@@ -168,3 +169,15 @@ def test_set_precision_needs_a_measured_int8_accuracy_or_force(digits_store, cap
     code, out, _ = _run(capsys, "models", "set-precision", "digits:1", "fp32", "--store", root)
     assert code == 0 and out.strip() == "digits:1 serves at fp32"
     assert digits_store.card("digits", 1).serving == {"precision": "fp32"}
+
+
+def test_store_commands_print_json_results(digits_store, capsys):
+    root = digits_store.root
+    code, out, _ = _run(capsys, "models", "promote", "digits", "2", "--alias", "staging", "--json", "--store", root)
+    assert code == 0 and json.loads(out) == {"name": "digits", "alias": "staging", "version": 2}
+    code, _, err = _run(capsys, "models", "rollback", "digits", "--alias", "staging", "--json", "--store", root)
+    _assert_one_line_error(code, err, "no earlier version")  # errors stay one line on stderr under --json
+    code, out, _ = _run(capsys, "models", "gc", "digits", "--json", "--store", root)
+    assert code == 0 and isinstance(json.loads(out)["removed"], list)
+    code, _, err = _run(capsys, "models", "show", "absent", "--store", root)
+    _assert_one_line_error(code, err, "absent", exit_code=EXIT_NOT_FOUND)

@@ -40,7 +40,7 @@ def jpeg_header(width: int, height: int) -> bytes:
 
 def error_of(response: httpx.Response) -> tuple[int, str]:
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "request_id"}, body
     return response.status_code, body["error"]["code"]
 
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.anyio
 
 def error_of(response: Any) -> tuple[int, str]:
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "request_id"}, body
     return response.status_code, body["error"]["code"]
 
 

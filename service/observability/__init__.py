@@ -1,0 +1,1 @@
+"""Observability: request ids and per-request records, JSON logs, OpenTelemetry traces, per-version metrics."""
