@@ -29,6 +29,7 @@ from vitserve.service.inputs.decode_pool import DecodePool
 from vitserve.service.inputs.fetch import Resolver, UrlFetcher, UrlPolicy, system_resolver
 from vitserve.service.lifecycle.versions import EngineFactory, VersionRegistry
 from vitserve.service.settings import Settings
+from vitserve.service.v2.router import build_router as v2_router
 from vitserve.vit.decode import DecodeLimits
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def create_app(
         setattr(app.state, name, getattr(res, name))
     install_error_handlers(app)
     app.include_router(api.router)
+    app.include_router(v2_router())  # Open Inference Protocol: /v2 REST routes, gRPC when grpc_port is set
     if settings.admin_token:
         app.include_router(admin_api.router)
 
