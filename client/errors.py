@@ -104,11 +104,8 @@ class DeadlineExceeded(ServerError):
     status = 504
 
 
-_BY_STATUS: dict[int, type[VitserveError]] = {
-    cls.status: cls
-    for cls in (BadRequest, Unauthorized, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType, InvalidRequest)
-    if cls.status is not None
-} | {cls.status: cls for cls in (Unavailable, DeadlineExceeded)}
+_TYPED = (BadRequest, Unauthorized, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType, InvalidRequest)
+_BY_STATUS: dict[int | None, type[VitserveError]] = {c.status: c for c in (*_TYPED, Unavailable, DeadlineExceeded)}
 
 
 def retry_after_s(response: httpx.Response) -> float | None:
