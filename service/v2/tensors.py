@@ -168,15 +168,20 @@ def build_outputs(logits: np.ndarray, requests: Sequence[OutputRequest], labels:
             outputs.append(OutputTensor(request.name, FP32, values.shape, values, request.binary))
         else:
             k = request.classification
-            elements = [_classes(logits[i], values[i], k, labels) for i in range(len(values))]
+            as_logits = request.name == LOGITS
+            elements = [_classes(logits[i], k, labels, as_logits=as_logits) for i in range(len(values))]
             flat = [e for row in elements for e in row]
             outputs.append(OutputTensor(request.name, BYTES, (len(values), k), flat, request.binary))
     return outputs
 
 
-def _classes(logits: np.ndarray, values: np.ndarray, k: int, labels: Sequence[str]) -> list[bytes]:
-    """Triton's ``"value:index:label"`` for the ``k`` best classes of one row (``/classify``'s order and labels)."""
-    return [f"{float(values[p.index]):f}:{p.index}:{p.label}".encode() for p in top_k(logits, k, labels)]
+def _classes(logits: np.ndarray, k: int, labels: Sequence[str], *, as_logits: bool) -> list[bytes]:
+    """Triton's ``"value:index:label"`` for the ``k`` best classes of one row: ``/classify``'s order, labels and
+    (float64) scores, or the logits themselves."""
+    return [
+        f"{float(logits[p.index]) if as_logits else p.score:f}:{p.index}:{p.label}".encode()
+        for p in top_k(logits, k, labels)
+    ]
 
 
 def pack_bytes(elements: Sequence[bytes]) -> bytes:
