@@ -41,7 +41,8 @@ def classify_request(
 ) -> dict[str, Any]:
     """``httpx`` keyword arguments for ``POST /classify``: multipart for files alone, JSON when URLs are mixed in
     (files then travel base64-encoded)."""
-    params: dict[str, Any] = {k: v for k, v in (("top_k", top_k), ("model", model), ("timeout_s", timeout_s)) if v}
+    given = (("top_k", top_k), ("model", model), ("timeout_s", timeout_s))
+    params: dict[str, Any] = {k: v for k, v in given if v is not None}
     if all(isinstance(image, bytes) for image in images):
         files = [("file", (f"image{i}", image, "application/octet-stream")) for i, image in enumerate(images)]
         return {"params": params, "files": files}

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -49,9 +50,18 @@ class Stub:
 
 @asynccontextmanager
 async def grpc_app(serve: Any, **settings: Any) -> AsyncIterator[tuple[Stub, Any, Any]]:
-    async with serve(grpc_port=0, **settings) as (client, app):
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.state.grpc_port}") as channel:
-            yield Stub(channel), client, app
+    async with (
+        serve(grpc_port=0, **settings) as (client, app),
+        grpc.aio.insecure_channel(f"127.0.0.1:{app.state.grpc_port}") as channel,
+    ):
+        yield Stub(channel), client, app
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
 
 
 def packed(*elements: bytes) -> bytes:
@@ -149,16 +159,21 @@ async def test_errors_are_grpc_statuses(serve: Any, factory: Any) -> None:
     late.parameters["timeout"].int64_param = 1  # microseconds
     codes = {}
     factory.delay_s = 0.3
-    async with grpc_app(serve, max_batch_size=1, queue_size=1, max_images=2) as (stub, _, _):
+    async with grpc_app(serve, max_batch_size=2, queue_size=2, max_images=2, max_delay_ms=1) as (stub, _, app):
         for name, request in {"input": bad_input, "version": not_loaded, "k": bad_k, "late": late}.items():
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub("ModelInfer", request)
             codes[name] = err.value.code()
-        held = asyncio.create_task(stub("ModelInfer", image_request(png(2), png(3))))
-        await asyncio.sleep(0.1)
+        # Admission: 4 images at once (queue 2 + batch 2); one batch running and one request queued fill it.
+        engine = factory.engines["tiny:1"]
+        calls = len(engine.batches)
+        running = asyncio.create_task(stub("ModelInfer", image_request(png(2), png(3))))
+        await until(lambda: len(engine.batches) > calls)
+        held = asyncio.create_task(stub("ModelInfer", image_request(png(4), png(5))))
+        await until(lambda: app.state.classifier.in_flight == 4)
         with pytest.raises(grpc.aio.AioRpcError) as busy:
             await stub("ModelInfer", image_request(png(4)))
-        await held
+        await asyncio.gather(running, held)
     assert codes == {
         "input": grpc.StatusCode.INVALID_ARGUMENT,
         "version": grpc.StatusCode.NOT_FOUND,

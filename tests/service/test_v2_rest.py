@@ -8,6 +8,8 @@ import asyncio
 import base64
 import json
 import struct
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,13 @@ def protocol_error(response: Any, status: int) -> str:
     body = response.json()
     assert set(body) == {"error"} and isinstance(body["error"], str), body
     return str(body["error"])
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
 
 
 def packed(*elements: bytes) -> bytes:
@@ -215,16 +224,19 @@ async def test_output_and_parameter_refusals(serve: Any) -> None:
 async def test_shares_the_batcher_admission_and_deadline_with_classify(serve: Any, factory: Any) -> None:
     factory.delay_s = 0.2
     image = png(50)
-    async with serve(max_delay_ms=100, max_batch_size=2, queue_size=2, max_images=2) as (client, _):
+    async with serve(max_delay_ms=100, max_batch_size=2, queue_size=2, max_images=2) as (client, app):
         v2, classic = await asyncio.gather(
             client.post(INFER, json={"inputs": [image_input(image)]}),
             client.post("/classify", files={"file": ("a.png", image, "image/png")}),
         )
         # Admission counts images across protocols: 4 in flight is the limit (queue 2 + batch 2).
+        # One /classify batch running and one v2 request queued fill it; a third request is refused.
+        engine = factory.engines["tiny:1"]
+        calls = len(engine.batches)
         held = asyncio.create_task(client.post("/classify", files=[("file", ("a.png", image, "image/png"))] * 2))
-        await asyncio.sleep(0.05)
+        await until(lambda: len(engine.batches) > calls)
         held_v2 = asyncio.create_task(client.post(INFER, json={"inputs": [image_input(image, image)]}))
-        await asyncio.sleep(0.05)
+        await until(lambda: app.state.classifier.in_flight == 4)
         refused = await client.post(INFER, json={"inputs": [image_input(image)]})
         await asyncio.gather(held, held_v2)
         late = await client.post(INFER, json={"inputs": [image_input(image)], "parameters": {"timeout": 1}})
