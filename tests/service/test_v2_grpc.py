@@ -194,3 +194,17 @@ async def test_off_by_default_and_stopped_with_the_app(serve: Any) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as gone:
             await Stub(channel)("ServerLive", pb.ServerLiveRequest(), timeout=1)
     assert gone.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+async def test_draining_refuses_inference_and_readiness(serve: Any) -> None:
+    async with grpc_app(serve) as (stub, client, app):
+        app.state.lifecycle.draining = True
+        ready = await stub("ServerReady", pb.ServerReadyRequest())
+        live = await stub("ServerLive", pb.ServerLiveRequest())
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub("ModelInfer", image_request(png(1)))
+        rest_live, rest_ready = await client.get("/v2/health/live"), await client.get("/v2/health/ready")
+        app.state.lifecycle.draining = False
+    assert live.live and not ready.ready
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert (rest_live.status_code, rest_ready.status_code) == (200, 503)  # probes answer while draining
