@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from vitserve.admin.errors import CommandError
 
@@ -19,7 +20,7 @@ def predict_remote(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.url}: {err}") from err
     except OSError as err:
         raise CommandError(f"{err.filename}: {err.strerror}") from err
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"image": str(image), "predictions": [vars(p) for p in r.predictions]}
         for image, r in zip(args.images, result.results, strict=True)
     ]

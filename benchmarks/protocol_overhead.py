@@ -33,10 +33,11 @@ def requests_for(model: str, image: bytes, k: int) -> dict[str, Request]:
     """One request builder per route, each sending ``image`` and asking for ``k`` classes."""
     infer = f"/v2/models/{model}/infer"
     outputs = [{"name": "probabilities", "parameters": {"classification": k}}]
-    as_json = {
-        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(image).decode()]}]
+    encoded = base64.b64encode(image).decode()
+    as_json: dict[str, Any] = {
+        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [encoded]}],
+        "outputs": outputs,
     }
-    as_json["outputs"] = outputs
     raw = struct.pack("<I", len(image)) + image
     header = json.dumps(
         {
