@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from vitserve.admin.errors import EXIT_USAGE, CommandError
+from vitserve.admin.remote_predict import predict_remote
 from vitserve.admin.store_args import open_store, user_errors
 
 EPILOG = """examples:
@@ -16,6 +17,7 @@ EPILOG = """examples:
   vitserve predict a.jpg b.png --model vit-base:2 --top-k 5 --json
   vitserve predict photo.jpg --model ./converted      (a `vitserve convert --out` directory)
   vitserve predict photos/ --model vit-base --batch-size 32 --out preds.jsonl   (every image under photos/)
+  vitserve predict photo.jpg --url http://127.0.0.1:8000   (on a running server; --model optional)
 """
 
 
@@ -33,7 +35,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], parent: a
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
-    p.add_argument("--model", required=True, metavar="REF", help="store reference or checkpoint path")
+    p.add_argument("--model", metavar="REF", help="store reference or checkpoint path (required without --url)")
+    p.add_argument("--url", metavar="URL", help="classify on a running `vitserve serve` at URL instead of locally")
     p.add_argument("--top-k", type=int, default=3, help="labels per image (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     # A folder (IMAGE is one directory): batched on a CPU engine, unreadable files listed and skipped (exit 5).
@@ -51,6 +54,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise CommandError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.url:
+        return predict_remote(args)
+    if args.model is None:
+        raise CommandError("--model is required (or --url, to classify on a running server)", EXIT_USAGE)
     if any(image.is_dir() for image in args.images):
         from vitserve.admin.predict_folder import predict_folder
 

@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--grpc-port", type=int, help="Open Inference Protocol gRPC port (default: none; Triton uses 8001)")
     p.add_argument("--store", type=Path, dest="store_root", metavar="DIR", help="model store root (default ./store)")
     p.add_argument("--model", dest="default_model", metavar="REF", help="model served at start (default digits-vit)")
     p.add_argument("--device", dest="device_target", choices=["CPU", "GPU", "Ascend"], help="device (default CPU)")
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from vitserve.service.observability.logs import configure_logging
     from vitserve.service.settings import SettingsError, load_settings
 
-    names = ["host", "port", "store_root", "default_model", "device_target", "engine", "engine_threads"]
+    names = ["host", "port", "grpc_port", "store_root", "default_model", "device_target", "engine", "engine_threads"]
     names += ["engine_precision", "max_batch_size", "max_delay_ms", "queue_size", "decode_workers", "log_level"]
     names += ["log_format"]
     try:

@@ -21,6 +21,11 @@ if [ "${1:-}" = dev ]; then
       echo "install.sh: no chromium; the browser tests need it (as root: apt-get install chromium)" >&2
     fi
   fi
+  # Triton's client library, for the Open Inference Protocol tests, in an environment of its own: it pins
+  # protobuf<7 and MindSpore 2.10 needs protobuf>=7.34, so they cannot share one (tests/e2e runs it as a
+  # separate client process, which is how users meet it anyway).
+  [ -x .venv-tritonclient/bin/python ] || "$python" -m venv .venv-tritonclient
+  .venv-tritonclient/bin/pip install -q "tritonclient[http,grpc]>=2.40"
 else
   .venv/bin/pip install -q -e . --config-settings editable_mode=strict
 fi

@@ -33,6 +33,7 @@ from vitserve.service.lifecycle.versions import EngineFactory, VersionRegistry
 from vitserve.service.observability.tracing import Tracer
 from vitserve.service.pages.mount import mount_pages
 from vitserve.service.settings import Settings
+from vitserve.service.v2.router import build_router as v2_router
 from vitserve.vit.decode import DecodeLimits
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(api.router)
     mount_pages(app, settings)  # /stats, stored figures, and the web pages unless VITSERVE_UI=false
+    app.include_router(v2_router())  # Open Inference Protocol: /v2 REST routes, gRPC when grpc_port is set
     if settings.admin_token:
         app.include_router(admin_api.router)
         app.include_router(fleet_api.router)

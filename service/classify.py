@@ -61,10 +61,30 @@ class Classifier:
         k = inputs.top_k if inputs.top_k is not None else (top_k if top_k is not None else DEFAULT_TOP_K)
         if not 1 <= k <= self.max_top_k:
             raise InvalidField(f"top_k must be between 1 and {self.max_top_k}, got {k}")
-        timeout = min(timeout_s, self.request_timeout_s) if timeout_s is not None else self.request_timeout_s
-        deadline = arrived + timeout
+        deadline = self.deadline(arrived, timeout_s)
         version = await self.registry.route(inputs.model or model, key)
-        count = len(inputs.images)
+        results = await self.run(version, inputs.images, deadline=deadline, arrived=arrived)
+        card = version.card
+        k = min(k, len(card.labels)) if card.labels else k
+        return ClassifyResponse(
+            model=ModelRef(name=card.name, version=card.version),
+            results=[Result(predictions=_predictions(logits, k, card.labels), timings=t) for logits, t in results],
+            total_ms=(time.monotonic() - arrived) * 1e3,
+        )
+
+    def deadline(self, arrived: float, timeout_s: float | None) -> float:
+        """The monotonic time a request that arrived at ``arrived`` must be answered by (the client may only
+        shorten the server's timeout)."""
+        timeout = min(timeout_s, self.request_timeout_s) if timeout_s is not None else self.request_timeout_s
+        return arrived + timeout
+
+    async def run(
+        self, version: LoadedVersion, images: list[ImageInput], *, deadline: float, arrived: float
+    ) -> list[tuple[np.ndarray, Timings]]:
+        """Admission, then every image's stages on ``version`` (held for the duration): ``(C,)`` logits and
+        timings per image, in input order, or the first failure. Every protocol's requests run through here, and
+        each outcome is recorded against the version (canary statistics, the request's log line and traces)."""
+        count = len(images)
         _note_request(version, count)
         if self.in_flight + count > self.max_in_flight:
             self.metrics.rejections.labels("admission").inc()
@@ -74,7 +94,7 @@ class Classifier:
         self.in_flight += count
         try:
             async with version.lease():
-                tasks = [asyncio.create_task(self._one(image, version, deadline)) for image in inputs.images]
+                tasks = [asyncio.create_task(self._one(image, version, deadline)) for image in images]
                 results = await _all_or_first_error(tasks)
         except Exception as err:
             # The version's fault (engine failure, deadline, overload) counts against it; the client's does not.
@@ -84,13 +104,7 @@ class Classifier:
         finally:
             self.in_flight -= count
         self.registry.stats.record(version.ref, ok=True, latency_s=time.monotonic() - arrived)
-        card = version.card
-        k = min(k, len(card.labels)) if card.labels else k
-        return ClassifyResponse(
-            model=ModelRef(name=card.name, version=card.version),
-            results=[Result(predictions=_predictions(logits, k, card.labels), timings=t) for logits, t in results],
-            total_ms=(time.monotonic() - arrived) * 1e3,
-        )
+        return results
 
     async def _one(self, image: ImageInput, version: LoadedVersion, deadline: float) -> tuple[np.ndarray, Timings]:
         fetch_ms = None
@@ -103,13 +117,17 @@ class Classifier:
                     fetch_ms = (time.monotonic() - started) * 1e3
                     self.metrics.stage_seconds.labels("fetch").observe(fetch_ms / 1e3)
                     note_stage(request_context.current(), "fetch", fetch_ms)
-                x, decode_ms = await self.pool.prepare(data or b"", version.card.data)
+                if image.pixels is not None:  # preprocessed by the client: nothing to decode
+                    x, decode_ms = image.pixels, 0.0
+                else:
+                    x, decode_ms = await self.pool.prepare(data or b"", version.card.data)
         except TimeoutError:
             self.metrics.rejections.labels("deadline").inc()
             raise DeadlineExceeded("the request's deadline passed while fetching or decoding its images") from None
-        self.metrics.stage_seconds.labels("decode").observe(decode_ms / 1e3)
         record = request_context.current()
-        note_stage(record, "decode", decode_ms)
+        if image.pixels is None:
+            self.metrics.stage_seconds.labels("decode").observe(decode_ms / 1e3)
+            note_stage(record, "decode", decode_ms)
         result = await version.batcher.submit(x, deadline=deadline)
         self.metrics.stage_seconds.labels("queue").observe(result.queue_ms / 1e3)
         self.metrics.stage_seconds.labels("infer").observe(result.infer_ms / 1e3)

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"  # bind address; 0.0.0.0 inside a container
     port: int = Field(8000, ge=0, le=65535)  # 0 picks a free port (tests)
+    # Open Inference Protocol over gRPC (the REST routes under /v2 are always on): the port on ``host``;
+    # unset → no gRPC server; 0 → a free port (tests). Triton and KServe use 8001.
+    grpc_port: int | None = Field(None, ge=0, le=65535)
     store_root: Path = Path("store")  # the model store's directory
     default_model: str = "digits-vit"  # reference loaded and served at start-up (name, name:V, name@alias)
     device_target: DeviceTarget = "CPU"

@@ -15,7 +15,7 @@ from vitserve.service.http.errors import PayloadTooLarge, ShuttingDown, error_re
 from vitserve.service.http.metrics import Metrics
 
 # Always answered, even while draining: orchestrators poll them to see the drain.
-PROBE_PATHS = ("/healthz", "/readyz", "/metrics")
+PROBE_PATHS = ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready")
 
 
 class BodyLimitMiddleware:

@@ -14,6 +14,7 @@ import json
 import re
 from dataclasses import dataclass
 
+import numpy as np
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -24,10 +25,12 @@ from vitserve.service.http.schemas import ClassifyJSON
 
 @dataclass(frozen=True)
 class ImageInput:
-    """Exactly one of ``data`` (encoded bytes) and ``url``."""
+    """Exactly one of ``data`` (encoded bytes), ``url`` and ``pixels`` (already preprocessed, ``(C, H, W)``
+    float32, as the Open Inference Protocol's FP32 input sends them)."""
 
     data: bytes | None = None
     url: str | None = None
+    pixels: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
