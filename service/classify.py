@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from vitserve.runtime.postprocess import top_k
-from vitserve.service.http.errors import DeadlineExceeded, InvalidField, Overloaded
+from vitserve.service.admission import Admission
+from vitserve.service.http.errors import DeadlineExceeded, InvalidField
 from vitserve.service.http.metrics import Metrics
 from vitserve.service.http.schemas import ClassifyResponse, ModelRef, Prediction, Result, Timings
 from vitserve.service.inputs.body import ClassifyInputs, ImageInput
@@ -29,10 +30,11 @@ DEFAULT_TOP_K = 5
 class Classifier:
     """Runs classify requests against the registry's loaded versions.
 
-    Admission control: at most ``max_in_flight`` images are between arrival and answer (fetching, decoding,
-    queued or running); beyond that a request is ``Overloaded`` at once. Without it, a burst would pile up
-    unbounded in front of the decode pool (whose executor queue has no bound) before the batcher's bounded
-    queue could ever say no, holding every request body in memory.
+    Admission control (``service.admission``): at most ``max_in_flight`` images are between arrival and
+    answer (fetching, decoding, queued or running), at most ``client_limit`` of them one client's and
+    ``max_url_fetches`` of them URL inputs; beyond that a request is ``Overloaded`` at once. Without it, a burst
+    would pile up unbounded in front of the decode pool (whose executor queue has no bound) before the
+    batcher's bounded queue could ever say no, holding every request body in memory.
     """
 
     registry: VersionRegistry
@@ -42,7 +44,20 @@ class Classifier:
     max_top_k: int
     request_timeout_s: float
     max_in_flight: int
-    in_flight: int = 0
+    client_limit: int | None = None  # images one client may have in progress; None → max_in_flight
+    max_url_fetches: int | None = None  # URL inputs being fetched at once; None → max_in_flight
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(
+            self.max_in_flight,
+            self.client_limit or self.max_in_flight,
+            self.max_url_fetches or self.max_in_flight,
+            self.metrics,
+        )
+
+    @property
+    def in_flight(self) -> int:
+        return self.admission.in_flight
 
     async def classify(
         self, inputs: ClassifyInputs, *, top_k: int | None, model: str | None, timeout_s: float | None, arrived: float
@@ -54,19 +69,11 @@ class Classifier:
         timeout = min(timeout_s, self.request_timeout_s) if timeout_s is not None else self.request_timeout_s
         deadline = arrived + timeout
         version = await self.registry.route(inputs.model or model)
-        count = len(inputs.images)
-        if self.in_flight + count > self.max_in_flight:
-            self.metrics.rejections.labels("admission").inc()
-            raise Overloaded(
-                f"{self.in_flight} images in progress (limit {self.max_in_flight}); retry later", retry_after_s=1
-            )
-        self.in_flight += count
-        try:
+        urls = sum(image.url is not None for image in inputs.images)
+        with self.admission.admit(inputs.client, len(inputs.images), urls):
             async with version.lease():
                 tasks = [asyncio.create_task(self._one(image, version, deadline)) for image in inputs.images]
                 results = await _all_or_first_error(tasks)
-        finally:
-            self.in_flight -= count
         card = version.card
         k = min(k, len(card.labels)) if card.labels else k
         return ClassifyResponse(
@@ -85,7 +92,7 @@ class Classifier:
                     data = await self.fetcher.fetch(image.url)
                     fetch_ms = (time.monotonic() - started) * 1e3
                     self.metrics.stage_seconds.labels("fetch").observe(fetch_ms / 1e3)
-                x, decode_ms = await self.pool.prepare(data or b"", version.card.data)
+                x, decode_ms = await self.pool.prepare(data or b"", version.card.data, deadline=deadline)
         except TimeoutError:
             self.metrics.rejections.labels("deadline").inc()
             raise DeadlineExceeded("the request's deadline passed while fetching or decoding its images") from None

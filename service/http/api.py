@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 
 from vitserve.model_store import Card
 from vitserve.service.classify import Classifier
+from vitserve.service.http.model_listing import listed_model
 from vitserve.service.http.schemas import ERROR_RESPONSES, ClassifyResponse, ModelInfo, ModelList, VersionInfo
 from vitserve.service.inputs.body import read_inputs
 from vitserve.service.lifecycle.versions import VersionRegistry
@@ -65,7 +66,7 @@ async def classify(
 async def list_models(request: Request) -> ModelList:
     registry: VersionRegistry = request.app.state.registry
     names = await asyncio.to_thread(registry.store.list_models)
-    return ModelList(models=[await _model_info(registry, name) for name in names])
+    return ModelList(models=[await listed_model(registry, name, _model_info) for name in names])
 
 
 @router.get("/models/{name}", response_model=ModelInfo, responses=ERROR_RESPONSES, summary="One model's versions")

@@ -106,6 +106,9 @@ class ModelInfo(BaseModel):
     serving_version: int | None
     aliases: dict[str, int]
     versions: list[VersionInfo]
+    # In GET /models: why this model's cards or aliases cannot be read (then versions and aliases are empty);
+    # the other models still list.
+    error: str | None = None
 
 
 class ModelList(BaseModel):
