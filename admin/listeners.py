@@ -66,7 +66,6 @@ def run_servers(public: uvicorn.Server, admin: uvicorn.Server | None) -> None:
     if admin is None:
         public.run()
         return
-    public.config.setup_event_loop()
 
     async def both() -> None:
         admin_task = asyncio.create_task(admin.serve())
@@ -76,4 +75,10 @@ def run_servers(public: uvicorn.Server, admin: uvicorn.Server | None) -> None:
             admin.should_exit = True
             await admin_task
 
-    asyncio.run(both())
+    loop_factory = getattr(public.config, "get_loop_factory", None)  # uvicorn >= 0.36
+    if loop_factory is None:
+        public.config.setup_event_loop()
+        asyncio.run(both())
+        return
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(both())
