@@ -196,3 +196,33 @@ def test_admission_budgets() -> None:
 def test_settings_for_separate_admin_listener() -> None:
     with pytest.raises(ValueError, match="admin_port and admin_socket"):
         Settings(admin_token=ADMIN_TOKEN, admin_port=9000, admin_socket=Path("/tmp/x.sock"))
+
+
+async def test_large_images_do_not_take_the_decode_workers_of_small_ones() -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.tiny import TINY_DATA
+    from vitserve.service.inputs.decode_pool import LARGE_PIXELS, DecodePool
+    from vitserve.vit.decode import DecodeLimits
+
+    big = io.BytesIO()
+    Image.fromarray(np.zeros((3000, 4000), np.uint16)).save(big, format="PNG")  # 12 MP, 16-bit
+    assert 3000 * 4000 > LARGE_PIXELS
+    pool = DecodePool(1, DecodeLimits())
+    finished: list[str] = []
+
+    async def prepare(name: str, data: bytes) -> None:
+        await pool.prepare(data, TINY_DATA)
+        finished.append(name)
+
+    try:
+        slow = asyncio.create_task(prepare("big", big.getvalue()))
+        await asyncio.sleep(0.01)
+        await asyncio.gather(*(prepare(f"small{i}", png(i)) for i in range(3)))
+        await slow
+    finally:
+        pool.close()
+    assert finished[-1] == "big", finished
