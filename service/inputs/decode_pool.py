@@ -42,7 +42,8 @@ class DecodePool:
 
     def _prepare(self, data: bytes, cfg: DataConfig, deadline: float | None, large_lane: bool) -> np.ndarray | None:
         _check_deadline(deadline)
-        if not large_lane and costly_pixels(data) > LARGE_PIXELS:
+        # Over the cap: decode_image refuses it from the header at once, no need to queue in the large lane.
+        if not large_lane and LARGE_PIXELS < costly_pixels(data) <= self.limits.max_pixels:
             return None
         image = decode_image(data, limits=self.limits, target_size=cfg.resize_size)
         _check_deadline(deadline)
