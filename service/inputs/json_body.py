@@ -29,11 +29,16 @@ _ESCAPES = ((b"\\/", b"/"), (b"\\n", b""), (b"\\r", b""), (b"\\t", b""))
 
 
 def count_nodes(body: bytes) -> tuple[int, int]:
-    """(objects + arrays, string quotes) in ``body``, counted a chunk at a time."""
+    """(objects + arrays, string quotes) in ``body``, counted a chunk at a time.
+
+    Also refuses an escaped NUL (``\\u0000``) anywhere: no valid field holds one, and it marks the placeholders
+    of ``cut_long_strings``, which a client must not be able to forge."""
     nodes = quotes = 0
     for start in range(0, len(body), CHUNK):
         nodes += body.count(b"{", start, start + CHUNK) + body.count(b"[", start, start + CHUNK)
         quotes += body.count(b'"', start, start + CHUNK)
+        if body.find(b"\\u0000", start, start + CHUNK + 5) >= 0:  # + 5: a sequence across the chunk edge
+            raise InvalidInput("the JSON body holds a NUL character (\\u0000), which no field accepts")
     return nodes, quotes
 
 
