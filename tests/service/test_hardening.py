@@ -122,6 +122,9 @@ async def test_hostile_json_bodies_are_4xx_and_never_stall_the_loop(serve: Any) 
         assert (await client.post("/classify", files={"file": png(1)})).status_code == 200  # lazy set-up done
         statuses = {}
         prober = asyncio.create_task(probe())
+        await asyncio.sleep(1.0)  # the idle loop's own lag: this machine's scheduling noise, not the app's
+        noise = max(lags)
+        lags.clear()
         try:
             for name, body in bodies.items():
                 r = await client.post("/classify", content=pieces(body), headers={"content-type": "application/json"})
@@ -131,7 +134,8 @@ async def test_hostile_json_bodies_are_4xx_and_never_stall_the_loop(serve: Any) 
             prober.cancel()
     assert {k: s for k, (s, _) in statuses.items()} == expected, statuses
     assert health.status_code == 200
-    assert max(lags) < 0.05, f"event loop stalled {max(lags) * 1e3:.0f} ms"
+    stall = max(lags) - noise
+    assert stall < 0.05, f"event loop stalled {max(lags) * 1e3:.0f} ms ({noise * 1e3:.0f} ms when idle)"
 
 
 async def test_a_broken_model_lists_as_broken_and_leaks_no_path(serve: Any, store: ModelStore) -> None:
