@@ -16,6 +16,7 @@ EPILOG = """examples:
   vitserve bench --only engine --engines onnxruntime torch --threads 2
   vitserve bench --only engine --model digits-vit --store ./store     a store version's own weights
   vitserve bench --only precision --model digits-vit    int8 vs fp32 top-1 agreement, recorded in the card
+  vitserve bench --soak 10                    hostile and slow clients beside good ones for 10 minutes
 
 Writes engine.json/.md/.png and http.json/.md/.png into --out and prints the tables, the device, the library
 versions and the thread count. Benchmarks only talk to 127.0.0.1.
@@ -47,6 +48,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--model", help="engine benchmark: a store version instead of random weights")
     p.add_argument("--store", type=Path, dest="store_root", help="store for --model (default VITSERVE_STORE_ROOT)")
     p.add_argument("--json", action="store_true", help="print the results as JSON (instead of the tables)")
+    p.add_argument(
+        "--soak",
+        type=float,
+        metavar="MINUTES",
+        help="instead: good clients beside hostile and slow ones for MINUTES (RSS, errors by kind, p50/p99)",
+    )
     p.set_defaults(func=run)
 
 
@@ -59,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if args.engine not in ("auto", "mindspore", "onnxruntime", "openvino"):
         raise CommandError(f"unknown engine {args.engine!r}; known: auto, mindspore, onnxruntime, openvino")
     out: Path = args.out
+    if args.soak is not None:
+        return _soak(args)
     if args.only == "precision":
         return _precision(args)
     phases = ["engine", "http"] if args.only is None else [args.only]
@@ -106,6 +115,17 @@ def _precision(args: argparse.Namespace) -> int:
     except StoreError as err:
         raise CommandError(str(err)) from err
     print(json.dumps(results, indent=2))
+    return 0
+
+
+def _soak(args: argparse.Namespace) -> int:
+    from vitserve.benchmarks.soak import run_soak
+
+    if args.soak <= 0:
+        raise CommandError(f"--soak takes a positive number of minutes, got {args.soak}")
+    run_soak(args.out, minutes=args.soak, engine=args.engine)
+    print((args.out / "soak.md").read_text(encoding="utf-8"))
+    print(f"results in {args.out}/")
     return 0
 
 

@@ -14,6 +14,7 @@ from types import FrameType
 import uvicorn
 
 from vitserve.admin.errors import CommandError
+from vitserve.admin.listeners import admin_server, connection_limits, run_servers
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,14 @@ def run(args: argparse.Namespace) -> int:
         log_config=None,  # uvicorn's loggers go through the handler configure_logging set (JSON by default)
         timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
         access_log=settings.log_level == "DEBUG",
+        **connection_limits(settings),
     )
 
     def drain() -> None:
         app.state.lifecycle.draining = True
 
     server = DrainingServer(config, on_exit=drain)
-    server.run()
+    run_servers(server, admin_server(app, settings))
     if not server.started:
         raise CommandError(f"the service did not start: {app.state.lifecycle.startup_error or 'see the log above'}")
     return 0

@@ -381,7 +381,7 @@ class ModelStore(FleetRecords):
         numbers = self._numbers(validate_name(name))
         if not numbers:
             have = ", ".join(self.list_models()) or "none"
-            raise ModelNotFound(f"model {name!r} not found in {self.root}; models: {have}")
+            raise ModelNotFound(f"model {name!r} not found; models: {have}")
         return numbers
 
     def _alias_card(self, name: str, table: AliasTable) -> Card | None:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from vitserve.runtime.postprocess import top_k
-from vitserve.service.http.errors import DeadlineExceeded, InvalidField, Overloaded, describe
+from vitserve.service.admission import Admission
+from vitserve.service.http.errors import DeadlineExceeded, InvalidField, describe
 from vitserve.service.http.metrics import Metrics
 from vitserve.service.http.schemas import ClassifyResponse, ModelRef, Prediction, Result, Timings
 from vitserve.service.inputs.body import ClassifyInputs, ImageInput
@@ -31,10 +32,11 @@ DEFAULT_TOP_K = 5
 class Classifier:
     """Runs classify requests against the registry's loaded versions.
 
-    Admission control: at most ``max_in_flight`` images are between arrival and answer (fetching, decoding,
-    queued or running); beyond that a request is ``Overloaded`` at once. Without it, a burst would pile up
-    unbounded in front of the decode pool (whose executor queue has no bound) before the batcher's bounded
-    queue could ever say no, holding every request body in memory.
+    Admission control (``service.admission``): at most ``max_in_flight`` images are between arrival and
+    answer (fetching, decoding, queued or running), at most ``client_limit`` of them one client's and
+    ``max_url_fetches`` of them URL inputs; beyond that a request is ``Overloaded`` at once. Without it, a burst
+    would pile up unbounded in front of the decode pool (whose executor queue has no bound) before the
+    batcher's bounded queue could ever say no, holding every request body in memory.
     """
 
     registry: VersionRegistry
@@ -44,7 +46,20 @@ class Classifier:
     max_top_k: int
     request_timeout_s: float
     max_in_flight: int
-    in_flight: int = 0
+    client_limit: int | None = None  # images one client may have in progress; None → max_in_flight
+    max_url_fetches: int | None = None  # URL inputs being fetched at once; None → max_in_flight
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(
+            self.max_in_flight,
+            self.client_limit or self.max_in_flight,
+            self.max_url_fetches or self.max_in_flight,
+            self.metrics,
+        )
+
+    @property
+    def in_flight(self) -> int:
+        return self.admission.in_flight
 
     async def classify(
         self,
@@ -63,7 +78,7 @@ class Classifier:
             raise InvalidField(f"top_k must be between 1 and {self.max_top_k}, got {k}")
         deadline = self.deadline(arrived, timeout_s)
         version = await self.registry.route(inputs.model or model, key)
-        results = await self.run(version, inputs.images, deadline=deadline, arrived=arrived)
+        results = await self.run(version, inputs.images, deadline=deadline, arrived=arrived, client=inputs.client)
         card = version.card
         k = min(k, len(card.labels)) if card.labels else k
         return ClassifyResponse(
@@ -79,30 +94,30 @@ class Classifier:
         return arrived + timeout
 
     async def run(
-        self, version: LoadedVersion, images: list[ImageInput], *, deadline: float, arrived: float
+        self,
+        version: LoadedVersion,
+        images: list[ImageInput],
+        *,
+        deadline: float,
+        arrived: float,
+        client: str = "",
     ) -> list[tuple[np.ndarray, Timings]]:
-        """Admission, then every image's stages on ``version`` (held for the duration): ``(C,)`` logits and
-        timings per image, in input order, or the first failure. Every protocol's requests run through here, and
-        each outcome is recorded against the version (canary statistics, the request's log line and traces)."""
-        count = len(images)
-        _note_request(version, count)
-        if self.in_flight + count > self.max_in_flight:
-            self.metrics.rejections.labels("admission").inc()
-            raise Overloaded(
-                f"{self.in_flight} images in progress (limit {self.max_in_flight}); retry later", retry_after_s=1
-            )
-        self.in_flight += count
+        """Admission (``client``'s share included), then every image's stages on ``version`` (held for the
+        duration): ``(C,)`` logits and timings per image, in input order, or the first failure. Every protocol's
+        requests run through here, and each outcome is recorded against the version (canary statistics, the
+        request's log line and traces)."""
+        _note_request(version, len(images))
+        urls = sum(image.url is not None for image in images)
         try:
-            async with version.lease():
-                tasks = [asyncio.create_task(self._one(image, version, deadline)) for image in images]
-                results = await _all_or_first_error(tasks)
+            with self.admission.admit(client, len(images), urls):
+                async with version.lease():
+                    tasks = [asyncio.create_task(self._one(image, version, deadline)) for image in images]
+                    results = await _all_or_first_error(tasks)
         except Exception as err:
             # The version's fault (engine failure, deadline, overload) counts against it; the client's does not.
             if version_fault(err):
                 self.registry.stats.record(version.ref, ok=False, latency_s=time.monotonic() - arrived)
             raise
-        finally:
-            self.in_flight -= count
         self.registry.stats.record(version.ref, ok=True, latency_s=time.monotonic() - arrived)
         return results
 
@@ -120,7 +135,7 @@ class Classifier:
                 if image.pixels is not None:  # preprocessed by the client: nothing to decode
                     x, decode_ms = image.pixels, 0.0
                 else:
-                    x, decode_ms = await self.pool.prepare(data or b"", version.card.data)
+                    x, decode_ms = await self.pool.prepare(data or b"", version.card.data, deadline=deadline)
         except TimeoutError:
             self.metrics.rejections.labels("deadline").inc()
             raise DeadlineExceeded("the request's deadline passed while fetching or decoding its images") from None

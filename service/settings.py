@@ -82,6 +82,19 @@ class Settings(BaseSettings):
     # Observability: json → one JSON object per log line (a line per request, with its id); text for a terminal.
     log_format: LogFormat = "json"
     otlp_endpoint: str | None = None  # OTLP/HTTP traces (http://collector:4318/v1/traces); unset → no tracing
+    # Hardening: what any one client, hostile or slow, may take of a replica (README "Limits and hardening").
+    admin_port: int | None = Field(None, ge=0, le=65535)  # serve /admin only on this port (same host), not on port
+    admin_socket: Path | None = None  # serve /admin only on this unix socket, not on port
+    client_share: float = Field(0.5, gt=0, le=1)  # fraction of the admission budget one client may hold at once
+    # Header a trusted proxy sets to the client's address (e.g. x-forwarded-for: its first entry); unset → the
+    # peer address. Never set it without such a proxy: clients could then pick their own identity.
+    client_header: str | None = None
+    max_url_fetches: int = Field(16, ge=1)  # URL inputs being fetched at once (all clients); beyond → 503
+    max_connections: int = Field(256, ge=1)  # open connections + tasks before uvicorn answers 503
+    keep_alive_timeout_s: float = Field(5.0, gt=0)  # idle keep-alive connections are closed after this
+    header_timeout_s: float = Field(10.0, gt=0)  # a connection whose request headers are not complete by then closes
+    body_timeout_s: float = Field(30.0, gt=0)  # whole request body read; past it → 408
+    batch_stall_s: float = Field(30.0, gt=0)  # a batch running longer turns /readyz false until it returns
 
     @field_validator("url_allow_hosts", mode="before")
     @classmethod
@@ -113,6 +126,8 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.url_timeout_s < self.url_connect_timeout_s:
             raise ValueError("url_timeout_s must be >= url_connect_timeout_s")
+        if self.admin_port is not None and self.admin_socket is not None:
+            raise ValueError("set at most one of admin_port and admin_socket")
         if self.max_images > self.max_in_flight:
             raise ValueError(
                 f"max_images ({self.max_images}) must be <= queue_size + max_batch_size ({self.max_in_flight}): "
@@ -140,6 +155,11 @@ class Settings(BaseSettings):
     def max_in_flight(self) -> int:
         """Images admitted at once (decoding, queued or running): the queue plus one running batch."""
         return self.queue_size + self.max_batch_size
+
+    @property
+    def admin_separate(self) -> bool:
+        """Whether /admin has its own listener (and is refused on the public one)."""
+        return self.admin_port is not None or self.admin_socket is not None
 
     @property
     def cache_dir(self) -> Path:

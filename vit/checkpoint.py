@@ -100,4 +100,9 @@ def load_checkpoint_file(path: str | os.PathLike[str]) -> StateDict:
         params = ms.load_checkpoint(str(path))
     except Exception as err:  # MindSpore raises bare ValueError/RuntimeError on corrupt files
         raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+    # A .ckpt may also hold plain values (append_dict: strings, numbers): weights are tensors only.
+    odd = sorted(name for name, p in params.items() if not hasattr(p, "asnumpy"))
+    if odd:
+        shown = ", ".join(f"{name} ({type(params[name]).__name__})" for name in odd[:5])
+        raise ValueError(f"checkpoint {path.name}: entries that are not tensors: {shown}")
     return {name: p.asnumpy() for name, p in params.items()}

@@ -24,7 +24,7 @@ from starlette.datastructures import UploadFile
 from vitserve.model_store import Card, ModelStore
 from vitserve.model_store.pretrained import default_labels
 from vitserve.model_store.reference import validate_name
-from vitserve.service.http.errors import InvalidField, Unauthorized
+from vitserve.service.http.errors import InvalidField, Unauthorized, without_paths
 from vitserve.service.http.schemas import ERROR_RESPONSES, AliasRequest, RollbackRequest
 from vitserve.service.lifecycle.versions import VersionRegistry
 from vitserve.vit.checkpoint import load_checkpoint_file
@@ -118,9 +118,9 @@ async def upload_version(request: Request, name: str) -> JSONResponse:
                 description=fields.get("description", ""),
                 aliases=aliases,
             )
-            # On the device thread: building a model and saving a checkpoint are MindSpore calls, which must
-            # not overlap the serving graphs' (see service.versions).
-            card = await asyncio.get_running_loop().run_in_executor(_registry(request).device, publish)
+            # Building a model and saving a checkpoint are MindSpore calls: on the builder thread, which is the
+            # device thread only while MindSpore engines serve (service.lifecycle.work_threads).
+            card = await asyncio.get_running_loop().run_in_executor(_registry(request).builder, publish)
     return JSONResponse({**card.to_dict(), **_summary(card, _registry(request))}, status_code=201)
 
 
@@ -135,6 +135,8 @@ def _parse_card_fields(fields: dict[str, str]) -> tuple[ViTConfig, DataConfig, l
         raise InvalidField(f"config/data/labels: {err}") from None
     if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
         raise InvalidField("labels: expected a JSON list of strings")
+    if labels is not None and len(labels) != config.num_classes:
+        raise InvalidField(f"labels: {len(labels)} given; config.num_classes is {config.num_classes}")
     return config, data or DataConfig(img_size=config.img_size), labels or default_labels(config.num_classes)
 
 
@@ -156,7 +158,7 @@ def _verify_and_publish(
     try:
         state = load_checkpoint_file(path)
     except (OSError, ValueError) as err:
-        raise InvalidField(f"checkpoint: not a readable MindSpore checkpoint: {err}") from None
+        raise InvalidField(f"checkpoint: not a readable MindSpore checkpoint: {without_paths(str(err))}") from None
     load_state_dict(create_model(config), state)  # CheckpointMismatch (422) names every bad key
     bad = sorted(k for k, v in state.items() if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all())
     if bad:

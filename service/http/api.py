@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -12,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from vitserve.model_store import Card
 from vitserve.service.classify import Classifier
 from vitserve.service.http.fleet_api import fleet_fields
+from vitserve.service.http.model_listing import listed_model
 from vitserve.service.http.schemas import ERROR_RESPONSES, ClassifyResponse, ModelInfo, ModelList, VersionInfo
 from vitserve.service.inputs.body import read_inputs
 from vitserve.service.lifecycle.follower import StoreFollower
@@ -69,7 +71,9 @@ async def classify(
 async def list_models(request: Request) -> ModelList:
     registry: VersionRegistry = request.app.state.registry
     names = await asyncio.to_thread(registry.store.list_models)
-    return ModelList(models=[await _model_info(registry, name, request.app.state.follower) for name in names])
+    follower = request.app.state.follower
+    entries = [await listed_model(registry, name, partial(_model_info, follower=follower)) for name in names]
+    return ModelList(models=entries)
 
 
 @router.get("/models/{name}", response_model=ModelInfo, responses=ERROR_RESPONSES, summary="One model's versions")

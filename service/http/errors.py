@@ -9,6 +9,7 @@ logged with its traceback, answered with a 500 that leaks nothing but an id to f
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from typing import ClassVar
 
@@ -59,6 +60,16 @@ class InvalidField(ServiceError):
 class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
     status = 413
+
+
+class BodyTimeout(ServiceError):
+    """The client did not finish sending its body within ``body_timeout_s``: the connection is closed."""
+
+    code = "request_timeout"
+    status = 408
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
 
 
 class UnsupportedMediaType(ServiceError):
@@ -167,18 +178,31 @@ def error_response(code: str, message: str, status: int, headers: dict[str, str]
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
+# An absolute path (two or more components) inside a message: replaced by its last component for clients.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"]+/)+([^\s/'\"]*)")
+
+
+def without_paths(message: str) -> str:
+    """``message`` with every absolute path cut to its last component: clients learn nothing of the server's
+    file system (the full message goes to the server log)."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "<path>", message)
+
+
 def describe(err: Exception) -> tuple[str, int, str]:
     """(code, status, message) of a known domain error; raises ``LookupError`` for anything else."""
     if isinstance(err, ServiceError | ImageError):
         return err.code, err.status, str(err)
     for cls, code, status in _DOMAIN:
         if isinstance(err, cls):
-            return code, status, str(err)
+            return code, status, without_paths(str(err))
     raise LookupError(type(err).__name__)
 
 
 async def _domain_handler(request: Request, err: Exception) -> JSONResponse:
     code, status, message = describe(err)
+    if message != str(err):
+        request_id = getattr(request.state, "request_id", None)
+        log.warning("%s (request %s): %s", code, request_id or "-", err)
     headers = err.headers() if isinstance(err, ServiceError) else None
     return error_response(code, message, status, headers)
 

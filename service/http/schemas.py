@@ -134,6 +134,9 @@ class ModelInfo(BaseModel):
     versions: list[VersionInfo]
     canary: CanaryInfo | None = None
     sync: SyncInfo | None = None
+    # In GET /models: why this model's cards or aliases cannot be read (then versions and aliases are empty);
+    # the other models still list.
+    error: str | None = None
 
 
 class ModelList(BaseModel):

@@ -2,9 +2,10 @@
 
 Public unicast only. Refused: loopback, private (RFC 1918, fc00::/7), shared/CGNAT 100.64/10, link-local (which
 holds the cloud metadata endpoints 169.254.169.254 and, via fc00::/7, fd00:ec2::254), multicast, unspecified,
-reserved and documentation ranges, and IPv6 forms that smuggle an IPv4 address (IPv4-mapped, IPv4-compatible,
-6to4, NAT64, Teredo), whose embedded IPv4 is checked by the same rules. Host strings are parsed the way the C
-resolver parses them, so ``2130706433``, ``0x7f.1`` and ``017700000001`` are all 127.0.0.1.
+reserved and documentation ranges, Azure's host endpoint 168.63.129.16, and IPv6 forms that smuggle an IPv4
+address (IPv4-mapped, SIIT-translated ``::ffff:0:a.b.c.d``, IPv4-compatible, 6to4, NAT64, Teredo), whose
+embedded IPv4 is checked by the same rules. Host strings are parsed the way the C resolver parses them, so
+``2130706433``, ``0x7f.1`` and ``017700000001`` are all 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _V4_BLOCKED = [
         "203.0.113.0/24",
         "224.0.0.0/4",  # multicast
         "240.0.0.0/4",  # reserved, and the broadcast address
+        "168.63.129.16/32",  # Azure's host endpoint (wire server: DHCP, health probes, VM agent), a public address
     )
 ]
 _V6_BLOCKED = [
@@ -54,6 +56,7 @@ _V4_LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 _V6_LOOPBACK = ipaddress.ip_address("::1")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated IPv4-compatible ::a.b.c.d
+_SIIT = ipaddress.ip_network("::ffff:0:0:0/96")  # IPv4-translated ::ffff:0:a.b.c.d (RFC 7915 SIIT)
 # What inet_aton accepts: 1-4 parts, each decimal, octal (leading 0) or hex (0x).
 _INET_ATON = re.compile(r"^(0[xX][0-9a-fA-F]*|[0-9]+)(\.(0[xX][0-9a-fA-F]*|[0-9]+)){0,3}\.?$")
 
@@ -80,14 +83,15 @@ def parse_ip_literal(host: str) -> IPAddress | None:
 
 
 def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address carries: mapped, compatible, 6to4, NAT64 or Teredo's client."""
+    """The IPv4 address an IPv6 address carries: mapped, translated (SIIT), compatible, 6to4, NAT64 or Teredo's
+    client."""
     if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     if ip.sixtofour is not None:
         return ip.sixtofour
     if ip.teredo is not None:
         return ip.teredo[1]
-    if ip in _NAT64 or (ip in _COMPATIBLE and int(ip) > 1):
+    if ip in _NAT64 or ip in _SIIT or (ip in _COMPATIBLE and int(ip) > 1):
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 

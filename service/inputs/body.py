@@ -8,11 +8,11 @@ The Content-Type header only picks the parser: image bytes are always sniffed by
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import binascii
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from pydantic import ValidationError
@@ -21,6 +21,13 @@ from starlette.requests import Request
 
 from vitserve.service.http.errors import InvalidField, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from vitserve.service.http.schemas import ClassifyJSON
+from vitserve.service.inputs.json_body import (
+    check_placements,
+    count_nodes,
+    cut_long_strings,
+    decode_long_base64,
+    long_string_index,
+)
 
 
 @dataclass(frozen=True)
@@ -38,10 +45,10 @@ class ClassifyInputs:
     images: list[ImageInput]
     top_k: int | None
     model: str | None
+    client: str = ""  # who sent it, for the per-client admission share (``client_id``)
 
 
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=-]+)*;base64,", re.ASCII)
-_BASE64_CHARS = re.compile(rb"^[A-Za-z0-9+/_-]*={0,2}$")
 
 
 async def read_inputs(request: Request, *, max_images: int) -> ClassifyInputs:
@@ -50,7 +57,7 @@ async def read_inputs(request: Request, *, max_images: int) -> ClassifyInputs:
     if content_type == "multipart/form-data":
         inputs = await _from_form(request, max_images)
     elif content_type == "application/json" or content_type.endswith("+json"):
-        inputs = _from_json(await request.body())
+        inputs = await json_inputs(await read_body(request), max_images=max_images)
     elif content_type.startswith("image/") or content_type == "application/octet-stream":
         inputs = ClassifyInputs([ImageInput(data=await request.body())], None, None)
     else:
@@ -63,7 +70,17 @@ async def read_inputs(request: Request, *, max_images: int) -> ClassifyInputs:
         raise InvalidInput("no image in the request: send at least one 'file' field, 'url' or 'image_base64'")
     if len(inputs.images) > max_images:
         raise PayloadTooLarge(f"{len(inputs.images)} images in one request; the limit is {max_images}")
-    return inputs
+    return replace(inputs, client=client_id(request, request.app.state.settings.client_header))
+
+
+def client_id(request: Request, header: str | None) -> str:
+    """The client's identity for admission: the first address in ``header`` when a trusted proxy sets it (e.g.
+    ``x-forwarded-for``), else the peer address. Only the identity's first 64 characters count."""
+    if header:
+        given = request.headers.get(header, "").split(",")[0].strip()
+        if given:
+            return given[:64]
+    return request.client.host if request.client else ""
 
 
 async def _from_form(request: Request, max_images: int) -> ClassifyInputs:
@@ -93,31 +110,82 @@ def _int_field(name: str, value: str | None) -> int | None:
         raise InvalidField(f"{name}: expected an integer, got {value[:40]!r}") from None
 
 
-def _from_json(body: bytes) -> ClassifyInputs:
+async def read_body(request: Request) -> bytes:
+    """The whole body; its pieces are joined on a worker thread (a copy of up to the body cap)."""
+    chunks = [chunk async for chunk in request.stream()]
+    if len(chunks) == 1:
+        return chunks[0]
+    return await asyncio.to_thread(b"".join, chunks)
+
+
+async def json_inputs(body: bytes, *, max_images: int) -> ClassifyInputs:
+    """Parse a classify JSON body on a worker thread, in bounded steps (``service.inputs.json_body``): whatever
+    the body holds, the event loop keeps running, and a body with more objects, arrays or strings than
+    ``max_images`` images can need is refused (413) before any of it becomes Python objects."""
+    return await asyncio.to_thread(_from_json, body, max_images)
+
+
+def json_node_limit(max_images: int) -> int:
+    """Objects and arrays a valid classify body can need: the outer object, ``images`` and one object per image,
+    with slack for brackets inside strings (an IPv6 URL host); bounds the nesting depth too."""
+    return 2 * max_images + 8
+
+
+def _from_json(body: bytes, max_images: int) -> ClassifyInputs:
+    nodes, quotes = count_nodes(body)
+    node_limit, quote_limit = json_node_limit(max_images), 8 * max_images + 64
+    if nodes > node_limit or quotes > quote_limit:
+        raise PayloadTooLarge(
+            f"the JSON body holds {nodes} objects and arrays and {quotes} quotes; at most {node_limit} and "
+            f"{quote_limit} are accepted ({max_images} images)"
+        )
+    small, cut = cut_long_strings(body)
     try:
-        raw = json.loads(body)
+        raw = json.loads(small)
+    except RecursionError:  # only when max_images is set very high: the node count bounds the depth
+        raise InvalidInput("the JSON body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise InvalidInput(f"the body is not valid JSON: {err}") from None
+    check_placements(raw, cut)
     try:
         parsed = ClassifyJSON.model_validate(raw)
     except ValidationError as err:
-        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()]
+        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()[:5]]
         raise InvalidField("; ".join(parts)) from None
-    images = [
-        ImageInput(url=ref.url) if ref.url is not None else ImageInput(data=decode_base64(ref.image_base64 or ""))
-        for ref in parsed.refs()
-    ]
-    return ClassifyInputs(images, parsed.top_k, parsed.model)
+    refs = parsed.refs()
+    if len(refs) > max_images:  # before decoding any of them
+        raise PayloadTooLarge(f"{len(refs)} images in one request; the limit is {max_images}")
+    return ClassifyInputs([_image(ref.url, ref.image_base64, cut) for ref in refs], parsed.top_k, parsed.model)
+
+
+def _image(url: str | None, text: str | None, cut: list[memoryview]) -> ImageInput:
+    if url is not None:
+        return ImageInput(url=url)
+    index = long_string_index(text)
+    return ImageInput(data=decode_long_base64(cut[index]) if index is not None else decode_base64(text or ""))
+
+
+_URL_SAFE = bytes.maketrans(b"-_", b"+/")
 
 
 def decode_base64(text: str) -> bytes:
-    """Standard or URL-safe base64, optionally as a ``data:`` URL, whitespace ignored; strict otherwise."""
-    text = _DATA_URL.sub("", text.strip(), count=1)
-    compact = re.sub(r"\s+", "", text).encode("ascii", errors="replace")
-    if not compact or not _BASE64_CHARS.match(compact):
+    """Standard or URL-safe base64, optionally as a ``data:`` URL, whitespace ignored; strict otherwise.
+
+    Linear-time C calls only (no regular expression over the payload): the payload may be the whole body cap.
+    """
+    text = text.strip()
+    prefix = _DATA_URL.match(text[:512])
+    if prefix:
+        text = text[prefix.end() :]
+    try:
+        compact = "".join(text.split()).encode("ascii")
+    except UnicodeEncodeError:
+        raise InvalidInput("image_base64 is not valid base64") from None
+    if not compact:
         raise InvalidInput("image_base64 is not valid base64")
+    compact = compact.translate(_URL_SAFE)
     compact += b"=" * (-len(compact) % 4)
     try:
-        return base64.b64decode(compact.replace(b"-", b"+").replace(b"_", b"/"), validate=True)
+        return binascii.a2b_base64(compact, strict_mode=True)
     except (binascii.Error, ValueError):
         raise InvalidInput("image_base64 is not valid base64") from None

@@ -8,27 +8,52 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from vitserve.service.http.errors import DeadlineExceeded
 from vitserve.vit.config import DataConfig
-from vitserve.vit.decode import DecodeLimits, decode_image
+from vitserve.vit.decode import DecodeLimits, costly_pixels, decode_image
 from vitserve.vit.preprocess import transform
+
+# Non-JPEG images with more pixels than this decode in the large lane (one thread): a client sending the biggest
+# images the cap allows (seconds of decoding each) queues behind itself instead of taking every decode worker.
+LARGE_PIXELS = 8_000_000
 
 
 class DecodePool:
-    """``prepare(bytes, cfg)`` → the model input for one image, computed on one of ``workers`` threads."""
+    """``prepare(bytes, cfg)`` → the model input for one image, computed on one of ``workers`` threads, or, for
+    an image over ``LARGE_PIXELS``, on the one large-lane thread (found from the header, before decoding)."""
 
     def __init__(self, workers: int, limits: DecodeLimits) -> None:
         self.limits = limits
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+        self._large = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode-large")
 
-    async def prepare(self, data: bytes, cfg: DataConfig) -> tuple[np.ndarray, float]:
+    async def prepare(self, data: bytes, cfg: DataConfig, *, deadline: float | None = None) -> tuple[np.ndarray, float]:
         """``(3, img_size, img_size)`` float32 and the milliseconds it took, waiting for a free worker included
-        (under load that wait is most of it). Raises the ``ImageError`` family."""
+        (under load that wait is most of it). Raises the ``ImageError`` family, or ``DeadlineExceeded`` when the
+        ``time.monotonic()`` deadline passes before the job starts or between decoding and transforming: work
+        nobody waits for any more stops at the next stage instead of holding a worker and its pixels."""
         started = time.perf_counter()
-        x = await asyncio.get_running_loop().run_in_executor(self._executor, self._prepare, data, cfg)
+        loop = asyncio.get_running_loop()
+        x = await loop.run_in_executor(self._executor, self._prepare, data, cfg, deadline, False)
+        if x is None:  # a large image: decoded in its own lane
+            x = await loop.run_in_executor(self._large, self._prepare, data, cfg, deadline, True)
+        assert x is not None
         return x, (time.perf_counter() - started) * 1e3
 
-    def _prepare(self, data: bytes, cfg: DataConfig) -> np.ndarray:
-        return transform(decode_image(data, limits=self.limits, target_size=cfg.resize_size), cfg)
+    def _prepare(self, data: bytes, cfg: DataConfig, deadline: float | None, large_lane: bool) -> np.ndarray | None:
+        _check_deadline(deadline)
+        # Over the cap: decode_image refuses it from the header at once, no need to queue in the large lane.
+        if not large_lane and LARGE_PIXELS < costly_pixels(data) <= self.limits.max_pixels:
+            return None
+        image = decode_image(data, limits=self.limits, target_size=cfg.resize_size)
+        _check_deadline(deadline)
+        return transform(image, cfg)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._large.shutdown(wait=False, cancel_futures=True)
+
+
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineExceeded("the request's deadline passed while decoding its images")

@@ -7,10 +7,12 @@ loaded. A version that exists in the store
 but is not loaded is a 404 ``model_not_loaded`` naming the admin route that loads it: loading on demand
 would make one client's request pay seconds of compilation and let any client fill the memory.
 
-Every engine call (build, warm-up, batches, for every version) runs on ONE device thread: MindSpore's graph
-executor is not re-entrant across threads (compiling one graph while another executes fails with "Nested
+Every MindSpore engine call (build, warm-up, batches, for every version) runs on ONE device thread: MindSpore's
+graph executor is not re-entrant across threads (compiling one graph while another executes fails with "Nested
 execution during JIT execution ... is not supported", then hangs). A new version is warmed one batch size per
-job, so the serving version's batches run between its compilations instead of waiting for all of them.
+job, so the serving version's batches run between its compilations instead of waiting for all of them. With the
+CPU engines (ONNX Runtime, OpenVINO) inference never enters MindSpore, and builds, exports and compilations run
+on a builder thread instead (``service.lifecycle.work_threads``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from vitserve.service.batching.batcher import Batcher
 from vitserve.service.http.errors import Conflict, LoadFailed, ModelNotLoaded, NotReady
 from vitserve.service.http.metrics import Metrics
 from vitserve.service.lifecycle.canary import CanarySplit, VersionStats
+from vitserve.service.lifecycle.work_threads import BatchWatchdog, builder_for
 from vitserve.service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,9 @@ class VersionRegistry:
     ) -> None:
         self.store, self.settings, self.factory, self.metrics = store, settings, factory, metrics
         self.device = device  # the one thread that runs engine code (see the module docstring)
+        # Builds, exports, compiles, uploads: off the device thread unless MindSpore serves (work_threads).
+        self.builder = builder_for(settings, device)
+        self.watchdog = BatchWatchdog(settings.batch_stall_s)
         self.loaded: dict[str, LoadedVersion] = {}  # "name:V" → version
         self.serving: dict[str, str] = {}  # name → "name:V"
         self.failures: dict[str, str] = {}  # "name:V" → why its last load failed
@@ -88,7 +94,8 @@ class VersionRegistry:
 
     @property
     def ready(self) -> bool:
-        return bool(self.serving)
+        """A version serves and no batch hangs (``BatchWatchdog``)."""
+        return bool(self.serving) and not self.watchdog.stalled
 
     async def route(self, ref: str | None, key: str | None = None) -> LoadedVersion:
         """The loaded version a request for ``ref`` (``None`` → the default model) runs on; ``key`` keeps a
@@ -148,7 +155,7 @@ class VersionRegistry:
         started = time.monotonic()
         try:
             engine = await loop.run_in_executor(
-                self.device, self.factory, card, self.store, self.settings.engine_options
+                self.builder, self.factory, card, self.store, self.settings.engine_options
             )
             if self.settings.warmup:
                 await self._warm(engine, card)
@@ -163,7 +170,7 @@ class VersionRegistry:
         )
         observer = self.metrics.observer(card.ref)
         batcher = Batcher(
-            _counting(engine, observer.on_rows),
+            self.watchdog.watch(_counting(engine, observer.on_rows)),
             max_batch_size=self.settings.max_batch_size,
             max_delay_ms=self.settings.max_delay_ms,
             queue_size=self.settings.queue_size,
@@ -181,8 +188,8 @@ class VersionRegistry:
         shape = (card.config.in_chans, card.config.img_size, card.config.img_size)
         for size in engine.batch_sizes:
             zeros = np.zeros((size, *shape), dtype=np.float32)
-            await loop.run_in_executor(self.device, engine.run, zeros)
-        await loop.run_in_executor(self.device, engine.warmup)
+            await loop.run_in_executor(self.builder, engine.run, zeros)
+        await loop.run_in_executor(self.builder, engine.warmup)
 
     async def unload(self, ref: str) -> Card:
         """Retire a loaded version that is not serving its name (swap another one in first)."""
@@ -213,6 +220,8 @@ class VersionRegistry:
         self.serving.clear()
         for ref in list(self.loaded):
             await self._retire(ref)
+        if self.builder is not self.device:
+            self.builder.shutdown(wait=False, cancel_futures=True)
 
 
 def _counting(engine: Engine, on_rows: Callable[[int, int], None]) -> Callable[[np.ndarray], np.ndarray]:

@@ -93,7 +93,8 @@ class InferenceServicer:
             raise ShuttingDown("the server is shutting down; retry on another replica", retry_after_s=1)
         request_id = dict(context.invocation_metadata() or ()).get("x-request-id")
         decoded = decode_infer(request, deadline_s=context.time_remaining(), fallback_id=request_id)
-        return encode_infer(await self._protocol().infer(decoded, arrived=arrived))
+        client = context.peer() or ""  # e.g. ipv4:127.0.0.1:53114: the admission share is per connection here
+        return encode_infer(await self._protocol().infer(decoded, arrived=arrived, client=client))
 
 
 def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:

@@ -125,14 +125,15 @@ class InferenceProtocol:
             return self.registry.loaded[serving].card
         return await asyncio.to_thread(self.store.resolve, reference(name, version))
 
-    async def infer(self, request: InferRequest, *, arrived: float) -> InferResponse:
+    async def infer(self, request: InferRequest, *, arrived: float, client: str = "") -> InferResponse:
         """Route, check the tensors against the version's card, run every image through the classifier's
-        stages, and build the requested outputs. Raises the service's errors (mapped per transport)."""
+        stages, and build the requested outputs. ``client`` is the caller's identity for the admission share.
+        Raises the service's errors (mapped per transport)."""
         version = await self.registry.route(reference(request.model, request.version))
         card = version.card
         images = images_from(request.inputs, card, max_images=self.settings.max_images)
         outputs = check_outputs(request.outputs, card, max_top_k=self.settings.max_top_k)
         deadline = self.classifier.deadline(arrived, request.timeout_s)
-        rows = await self.classifier.run(version, images, deadline=deadline, arrived=arrived)
+        rows = await self.classifier.run(version, images, deadline=deadline, arrived=arrived, client=client)
         logits = np.stack([row for row, _ in rows])
         return InferResponse(card.name, str(card.version), request.id, build_outputs(logits, outputs, card.labels))

@@ -1,0 +1,285 @@
+"""The soak benchmark: good clients beside hostile and slow ones against a real ``vitserve serve`` on 127.0.0.1.
+
+First the good clients alone (the unloaded baseline), then for ``minutes`` the same good clients beside:
+hostile JSON bodies (a huge entry list, deep nesting), undecodable and refused images, the worst allowed image
+(a 16-bit PNG at the pixel cap), refused URLs, unauthenticated admin uploads, and slow clients (partial headers,
+trickled bodies, silent connections). Reports the server's RSS over time, responses by kind and status, and the
+good clients' p50/p99 against the baseline. Every client talks to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import os
+import socket
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from vitserve.benchmarks.engine_bench import QUICK_CONFIG, bench_store
+from vitserve.benchmarks.http_bench import _wait_ready, free_port, realistic_jpegs, serve_command
+from vitserve.vit.config import DataConfig
+
+logger = logging.getLogger(__name__)
+
+GOOD_CLIENTS = 4
+ADMIN_TOKEN = "soak-admin-token-0123456789"
+CLIENT_HEADER = "x-soak-client"  # the soak's "trusted proxy" header: each kind of client is its own client
+SERVER_ENV = {
+    "VITSERVE_CLIENT_HEADER": CLIENT_HEADER,
+    "VITSERVE_ADMIN_TOKEN": ADMIN_TOKEN,
+    "VITSERVE_HEADER_TIMEOUT_S": "2",
+    "VITSERVE_BODY_TIMEOUT_S": "3",
+    "VITSERVE_REQUEST_TIMEOUT_S": "10",
+    "VITSERVE_QUEUE_SIZE": "64",
+    "VITSERVE_MAX_BATCH_SIZE": "8",
+    "VITSERVE_MAX_DELAY_MS": "5",
+}
+
+
+@dataclass
+class Tally:
+    """Responses by (client kind, status or exception name); the good clients' latencies."""
+
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    good_ms: list[float] = field(default_factory=list)
+
+    def count(self, kind: str, outcome: str) -> None:
+        self.outcomes[(kind, outcome)] += 1
+
+
+@contextlib.contextmanager
+def soak_server(store_root: Path, ref: str, engine: str, log_path: Path) -> Iterator[tuple[str, int]]:
+    """``vitserve serve`` with the soak's settings; yields (URL, PID)."""
+    port = free_port()
+    command = [*serve_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--store", str(store_root)]
+    command += ["--model", ref, "--engine", engine, "--log-level", "WARNING"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VITSERVE_")} | SERVER_ENV
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, process, timeout_s=600)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def hostile_requests() -> list[tuple[str, dict[str, Any]]]:
+    """(kind, httpx request arguments) for the hostile clients, built once."""
+    from PIL import Image
+
+    wide = io.BytesIO()
+    Image.fromarray(np.zeros((5000, 8000), np.uint16)).save(wide, format="PNG")  # 40 MP, 16-bit: the worst allowed
+    bomb = io.BytesIO()
+    Image.new("L", (12000, 12000)).save(bomb, format="PNG")  # 144 MP: refused from its header
+    as_json = {"content-type": "application/json"}
+    return [
+        (
+            "json_many_entries",
+            {"content": json.dumps({"images": [{"url": "http://x/a"}] * 100_000}), "headers": as_json},
+        ),
+        ("json_deep", {"content": b'{"images":' + b"[" * 50_000 + b"]" * 50_000 + b"}", "headers": as_json}),
+        ("json_bad", {"content": b'{"image_base64": "%%%"}', "headers": as_json}),
+        ("url_refused", {"json": {"url": "http://127.0.0.1:1/x.png"}}),
+        ("url_siit", {"json": {"url": "http://[::ffff:0:7f00:1]/x.png"}}),
+        ("garbage_image", {"content": os.urandom(4096), "headers": {"content-type": "image/jpeg"}}),
+        ("pdf", {"content": b"%PDF-1.4\n" + os.urandom(512), "headers": {"content-type": "image/png"}}),
+        ("pixel_bomb", {"content": bomb.getvalue(), "headers": {"content-type": "image/png"}}),
+        ("wide_16bit_40mp", {"content": wide.getvalue(), "headers": {"content-type": "image/png"}}),
+    ]
+
+
+async def good_client(url: str, jpegs: list[bytes], until: float, tally: Tally, seed: int) -> None:
+    headers = {CLIENT_HEADER: f"good-{seed}", "content-type": "image/jpeg"}
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        i = seed
+        while time.monotonic() < until:
+            started = time.perf_counter()
+            try:
+                r = await client.post("/classify", content=jpegs[i % len(jpegs)], headers=headers)
+                tally.count("good", str(r.status_code))
+                if r.status_code == 200:
+                    tally.good_ms.append((time.perf_counter() - started) * 1e3)
+            except httpx.HTTPError as err:
+                tally.count("good", type(err).__name__)
+            i += 1
+
+
+async def hostile_client(url: str, requests: list[tuple[str, dict[str, Any]]], until: float, tally: Tally) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        i = 0
+        while time.monotonic() < until:
+            kind, kwargs = requests[i % len(requests)]
+            headers = {CLIENT_HEADER: "hostile", **kwargs.get("headers", {})}
+            try:
+                r = await client.post("/classify", **{**kwargs, "headers": headers})
+                tally.count(kind, str(r.status_code))
+            except httpx.HTTPError as err:
+                tally.count(kind, type(err).__name__)
+            if i % 5 == 0:  # an unauthenticated 1 MiB admin upload
+                r = await client.post("/admin/models/x/versions", content=b"\0" * (1 << 20))
+                tally.count("admin_no_token", str(r.status_code))
+            i += 1
+
+
+async def slow_client(host: str, port: int, until: float, tally: Tally, style: str) -> None:
+    """Partial headers, a trickled body or a silent connection, reopened whenever the server closes it."""
+    while time.monotonic() < until:
+        outcome = await asyncio.to_thread(_slow_connection, host, port, style, until)
+        tally.count(f"slow_{style}", outcome)
+
+
+TRICKLE_HEAD = (
+    b"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n"
+)
+
+
+def _slow_connection(host: str, port: int, style: str, until: float) -> str:
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.settimeout(0.5)
+        if style == "headers":
+            sock.sendall(b"POST /classify HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        elif style == "body":
+            sock.sendall(TRICKLE_HEAD)
+        answer = b""
+        while time.monotonic() < until:
+            try:
+                if style != "silent":
+                    sock.sendall(b"abcd" if style == "body" else b"X")
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return "reset"
+            if not chunk:
+                return answer.split(b" ", 2)[1].decode() if answer.startswith(b"HTTP/") else "closed"
+            answer += chunk
+        return "held_to_end"
+
+
+async def run_phase(url: str, seconds: float, *, hostile: bool, tally: Tally, on_tick: Callable[[], None]) -> None:
+    until = time.monotonic() + seconds
+    jpegs = realistic_jpegs(quality=85)
+    tasks: list[Awaitable[None]] = [good_client(url, jpegs, until, tally, i) for i in range(GOOD_CLIENTS)]
+    if hostile:
+        requests = await asyncio.to_thread(hostile_requests)
+        port = int(url.rsplit(":", 1)[1])
+        tasks += [hostile_client(url, requests, until, tally) for _ in range(2)]
+        tasks += [slow_client("127.0.0.1", port, until, tally, style) for style in ("headers", "body", "silent")]
+
+    async def ticker() -> None:
+        while time.monotonic() < until:
+            on_tick()
+            await asyncio.sleep(5)
+
+    await asyncio.gather(*tasks, ticker())
+
+
+def run_soak(out: Path, *, minutes: float, engine: str = "auto", baseline_s: float = 30.0) -> dict[str, Any]:
+    """Baseline, then ``minutes`` of soak; writes soak.json and soak.md into ``out``; returns the payload."""
+    from vitserve.benchmarks.runners import bench_workdir
+    from vitserve.runtime.engine import resolve_kind
+
+    out.mkdir(parents=True, exist_ok=True)
+    with bench_workdir() as workdir:
+        store, card = bench_store(QUICK_CONFIG, DataConfig(img_size=64), workdir / "store")
+        with soak_server(store.root, card.ref, resolve_kind(engine, "CPU"), workdir / "serve.log") as (url, pid):
+            rss: list[tuple[float, float]] = []
+            started = time.monotonic()
+
+            def sample() -> None:
+                rss.append((round(time.monotonic() - started, 1), round(rss_mib(pid), 1)))
+
+            baseline = Tally()
+            asyncio.run(run_phase(url, baseline_s, hostile=False, tally=baseline, on_tick=sample))
+            soak = Tally()
+            asyncio.run(run_phase(url, minutes * 60, hostile=True, tally=soak, on_tick=sample))
+            sample()
+            alive = httpx.get(f"{url}/readyz", timeout=10).status_code
+    payload = summarize(minutes, baseline, soak, rss, baseline_s, alive)
+    (out / "soak.json").write_text(json.dumps(payload, indent=2))
+    (out / "soak.md").write_text(render(payload))
+    return payload
+
+
+def summarize(
+    minutes: float, baseline: Tally, soak: Tally, rss: list[tuple[float, float]], baseline_s: float, ready: int
+) -> dict[str, Any]:
+    soak_rss = [mib for t, mib in rss if t >= baseline_s]
+    warm = soak_rss[max(1, len(soak_rss) // 5)] if len(soak_rss) > 2 else float("nan")  # after a fifth of the soak
+    growth = (max(soak_rss[len(soak_rss) // 5 :]) - warm) / warm * 100 if len(soak_rss) > 2 else float("nan")
+
+    def pct(values: list[float], q: float) -> float | None:
+        return round(float(np.percentile(values, q)), 1) if values else None
+
+    outcomes: dict[str, dict[str, int]] = {}
+    for (kind, outcome), n in sorted(soak.outcomes.items()):
+        outcomes.setdefault(kind, {})[outcome] = n
+    fives = sum(n for (_, outcome), n in soak.outcomes.items() if outcome.startswith("5"))
+    good_5xx = sum(n for (kind, outcome), n in soak.outcomes.items() if kind == "good" and outcome.startswith("5"))
+    return {
+        "minutes": minutes,
+        "rss_mib": rss,
+        "rss_after_warmup_mib": warm,
+        "rss_growth_after_warmup_pct": round(growth, 1),
+        "responses": outcomes,
+        "total_5xx": fives,
+        "good_5xx": good_5xx,
+        "good_unloaded": {
+            "requests": len(baseline.good_ms),
+            "p50_ms": pct(baseline.good_ms, 50),
+            "p99_ms": pct(baseline.good_ms, 99),
+        },
+        "good_loaded": {
+            "requests": len(soak.good_ms),
+            "p50_ms": pct(soak.good_ms, 50),
+            "p99_ms": pct(soak.good_ms, 99),
+        },
+        "ready_at_end": ready == 200,
+    }
+
+
+def render(payload: dict[str, Any]) -> str:
+    lines = [f"# Soak: {payload['minutes']:g} min", ""]
+    base, loaded = payload["good_unloaded"], payload["good_loaded"]
+    lines += ["| good clients | requests | p50 ms | p99 ms |", "|---|---|---|---|"]
+    lines += [f"| unloaded | {base['requests']} | {base['p50_ms']} | {base['p99_ms']} |"]
+    lines += [f"| beside hostile + slow | {loaded['requests']} | {loaded['p50_ms']} | {loaded['p99_ms']} |", ""]
+    lines += [
+        f"RSS after warm-up {payload['rss_after_warmup_mib']} MiB; growth after warm-up "
+        f"{payload['rss_growth_after_warmup_pct']} %; 5xx: {payload['total_5xx']} "
+        f"(good clients: {payload['good_5xx']}); ready at the end: {payload['ready_at_end']}",
+        "",
+        "| client kind | outcomes |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| {kind} | {', '.join(f'{o}: {n}' for o, n in sorted(counts.items()))} |"
+        for kind, counts in payload["responses"].items()
+    ]
+    lines += ["", "RSS (s, MiB): " + ", ".join(f"{t:g}: {m:g}" for t, m in payload["rss_mib"])]
+    return "\n".join(lines) + "\n"
