@@ -16,11 +16,11 @@ from vitserve.benchmarks.precision_check import measure_precision
 from vitserve.model_store import ModelStore
 from vitserve.model_store.card import Card
 from vitserve.runtime import export_cache
-from vitserve.runtime.engine import build_engine
+from vitserve.runtime.engine import EngineOptions, build_engine
 from vitserve.runtime.export_cache import cache_path, cached_onnx
 from vitserve.runtime.onnx_engine import OnnxRuntimeEngine, engine_options
 from vitserve.runtime.onnx_export import export_onnx
-from vitserve.service.settings import Settings, load_settings
+from vitserve.service.settings import load_settings
 from vitserve.vit.checkpoint import StateDict, load_state_dict, state_dict
 from vitserve.vit.config import DataConfig, ViTConfig
 from vitserve.vit.files import sha256_file
@@ -86,7 +86,21 @@ def test_openvino_runs_the_same_export(tiny_export: tuple[Path, StateDict]) -> N
     x = np.random.default_rng(7).standard_normal((2, *SHAPE)).astype(np.float32)
     engine = OpenVinoEngine(path, input_shape=SHAPE, batch_sizes=(1, 2), threads=1)
     engine.warmup()
+    assert engine.precision == "fp32"  # pinned: unhinted, OpenVINO would run bf16 on a bf16 CPU
     np.testing.assert_allclose(engine.run(x), mindspore_logits(TINY, state, x), atol=1e-4, rtol=0)
+
+
+def test_openvino_bf16_runs_bf16_exactly_where_the_cpu_has_it(tiny_export: tuple[Path, StateDict]) -> None:
+    from vitserve.runtime.cpu_precision import native_bf16
+    from vitserve.runtime.openvino_engine import OpenVinoEngine
+
+    path, state = tiny_export
+    x = np.random.default_rng(8).standard_normal((2, *SHAPE)).astype(np.float32)
+    engine = OpenVinoEngine(path, input_shape=SHAPE, threads=1, precision="bf16")
+    assert engine.precision == ("bf16" if native_bf16() else "fp32")  # asked of OpenVINO, not assumed
+    # bf16 keeps 8 mantissa bits: ~1e-2 on these logits; fp32 differs from MindSpore in summation order only.
+    atol = 3e-2 if engine.precision == "bf16" else 1e-4
+    np.testing.assert_allclose(engine.run(x), mindspore_logits(TINY, state, x), atol=atol, rtol=0)
 
 
 # --- the cache next to a store version ------------------------------------------------------------------
@@ -199,7 +213,8 @@ def test_the_service_does_not_import_cpu_engine_packages_until_chosen() -> None:
     import sys
 
     code = (
-        "import sys, service.app, service.engine, service.onnx_engine, service.openvino_engine, vit.export\n"
+        "import sys, vitserve.service.app, vitserve.runtime.engine, vitserve.runtime.onnx_engine\n"
+        "import vitserve.runtime.openvino_engine, vitserve.runtime.cpu_precision, vitserve.runtime.onnx_export\n"
         "loaded = sorted(m for m in ('onnx', 'onnxruntime', 'openvino') if m in sys.modules)\n"
         "assert not loaded, loaded\n"
     )
@@ -230,6 +245,8 @@ def test_a_version_opted_into_int8_gets_the_int8_engine_under_auto(
     assert engine.run(x).shape == (1, TINY.num_classes)
 
 
-def cpu_settings(**overrides: object) -> Settings:
-    """Real service settings for a CPU engine: one thread, small buckets, the given overrides on top."""
-    return load_settings(**{"device_target": "CPU", "engine_threads": 1, "max_batch_size": 1, **overrides})
+def cpu_settings(**overrides: object) -> EngineOptions:
+    """The engine options of real service settings for a CPU engine: one thread, small buckets, the given
+    overrides on top."""
+    settings = load_settings(**{"device_target": "CPU", "engine_threads": 1, "max_batch_size": 1, **overrides})
+    return settings.engine_options
