@@ -43,7 +43,7 @@ def quantize_static_int8(src: Path, dst: Path, calibration: np.ndarray, *, batch
         nncf.Dataset(batches),
         model_type=nncf.ModelType.TRANSFORMER,
         preset=nncf.QuantizationPreset.MIXED,  # symmetric weights, asymmetric activations (GELU's output)
-        subset_size=len(calibration),
+        subset_size=len(batches),  # NNCF counts dataset items: batches here
     )
     dst.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(dst), compress_to_fp16=False)
