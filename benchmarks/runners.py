@@ -40,7 +40,9 @@ class RunnerSpec:
     engine: str  # e.g. "onnxruntime"
     dtype: str  # "fp32", "int8", "bf16"
     role: str  # "ours", "peer" or "reference"
-    graph: str  # where the graph comes from: "mindspore", "mindspore-export", "torch", "torch-export"
+    # Where the graph comes from: "mindspore", "mindspore-export" (+ "-nncf": statically quantised), "torch",
+    # "torch-export".
+    graph: str
     build: Callable[[BenchContext], Built]
 
     @property
@@ -102,6 +104,22 @@ def _ours_openvino(precision: str) -> Callable[[BenchContext], Built]:
         return Built(engine.run, engine.precision)
 
     return build
+
+
+def _ours_static_int8(ctx: BenchContext) -> Built:
+    """OpenVINO on the version's NNCF int8 IR, calibrated on the benchmark's photographs (random weights have
+    no data of their own; a store version's accuracy is judged by ``vitserve bench --only precision``)."""
+    from vitserve.benchmarks.precision_bench import photos
+    from vitserve.runtime.export_cache import cached_static_int8
+    from vitserve.runtime.openvino_engine import openvino_engine_for
+    from vitserve.vit.preprocess import preprocess
+
+    cached_static_int8(ctx.store, ctx.card, preprocess(photos(), ctx.card.data))
+    engine = openvino_engine_for(
+        ctx.store, ctx.card, batch_sizes=ctx.batch_sizes, precision="int8-static", threads=ctx.threads
+    )
+    _check_ran("int8", engine.precision)
+    return Built(engine.run, engine.precision)
 
 
 def _torch_eager(autocast_bf16: bool) -> Callable[[BenchContext], Built]:
@@ -198,6 +216,7 @@ RUNNERS: tuple[RunnerSpec, ...] = (
     RunnerSpec("openvino", "fp32", "ours", "mindspore-export", _ours_openvino("fp32")),
     RunnerSpec("onnxruntime", "int8", "ours", "mindspore-export", _ours_ort("int8")),
     RunnerSpec("openvino", "bf16", "ours", "mindspore-export", _ours_openvino("bf16")),
+    RunnerSpec("openvino", "int8", "ours", "mindspore-export-nncf", _ours_static_int8),
     RunnerSpec("torch", "fp32", "peer", "torch", _torch_eager(False)),
     RunnerSpec("torch", "bf16", "peer", "torch", _torch_eager(True)),
     RunnerSpec("onnxruntime", "fp32", "peer", "torch-export", _peer_ort("fp32")),

@@ -15,11 +15,15 @@ from vitserve.runtime.cpu_precision import native_bf16
 # The largest logit difference from MindSpore fp32 each precision may show on the quick model (logits ~0.1-1):
 # fp32 kernels differ in summation order only; bf16 keeps 8 mantissa bits (measured ~2e-3); int8 ~1e-2.
 TOLERANCE = {"fp32": 1e-4, "bf16": 2e-2, "int8": 0.05}
+# Static int8 fixes activation ranges from calibration photographs; the check input is Gaussian noise, partly
+# outside them, so it clips more than dynamic int8 (measured ~0.1).
+STATIC_INT8_TOLERANCE = 0.2
 
 EXPECTED_RUNNERS = {
     "mindspore[mindspore] fp32",
     "onnxruntime[mindspore-export] fp32",
     "onnxruntime[mindspore-export] int8",
+    "openvino[mindspore-export-nncf] int8",
     "openvino[mindspore-export] fp32",
     "torch[torch] fp32",
     "onnxruntime[torch-export] fp32",
@@ -44,7 +48,8 @@ def test_quick_engine_bench_writes_json_markdown_and_png(tmp_path: Path) -> None
         assert row["p50_ms"] <= row["p99_ms"] and row["share_of_ceiling"] > 0
         assert row["precision"] == row["dtype"]  # labelled by what the runtime says it computed
         if row["role"] != "reference":  # every engine computes MindSpore's function, at its own precision
-            assert row["max_abs_diff_vs_mindspore"] < TOLERANCE[row["precision"]], row
+            static = row["graph"].endswith("-nncf")
+            assert row["max_abs_diff_vs_mindspore"] < (STATIC_INT8_TOLERANCE if static else TOLERANCE[row["precision"]])
     skipped = [r for r in payload["results"] if "batch" not in r]
     assert all(r.get("skipped") for r in skipped), skipped  # only "not meaningful here", never an error
     # Every runner is either measured or skipped with its reason; bf16 rows exactly where the CPU has bf16.
