@@ -40,8 +40,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--only",
         choices=["engine", "http", "precision"],
-        help="run one benchmark; 'precision' measures int8 against fp32 for --model and records it in its card",
+        help="run one benchmark; 'precision' measures --precision against fp32 for --model and records it in its card",
     )
+    p.add_argument(
+        "--precision",
+        default="int8",
+        choices=["int8", "int8-static", "bf16"],
+        help="precision benchmark: int8 (ONNX Runtime dynamic), int8-static (OpenVINO, NNCF-calibrated: quantises "
+        "the version first) or bf16 (OpenVINO; only where the CPU has native bf16)",
+    )
+    p.add_argument("--calibration", type=Path, help="int8-static: a folder of calibration images")
     p.add_argument("--threads", type=int, help="threads per engine (default: the CPUs available)")
     p.add_argument("--engines", nargs="*", default=[], help="engine benchmark: only runners whose label has these")
     p.add_argument("--engine", default="auto", help="HTTP benchmark: the server's engine (default auto)")
@@ -105,14 +113,21 @@ def _precision(args: argparse.Namespace) -> int:
     import json
 
     from vitserve.benchmarks.precision_bench import run_precision_bench
+    from vitserve.benchmarks.precision_check import PrecisionUnavailable
     from vitserve.model_store import ModelStore
     from vitserve.model_store.errors import StoreError
 
     if not args.model:
         raise CommandError("--only precision needs --model REF")
     try:
-        results = run_precision_bench(ModelStore(args.store_root), args.model, threads=args.threads)
-    except StoreError as err:
+        results = run_precision_bench(
+            ModelStore(args.store_root),
+            args.model,
+            precision=args.precision,
+            threads=args.threads,
+            calibration=args.calibration,
+        )
+    except (StoreError, PrecisionUnavailable, ValueError, OSError) as err:
         raise CommandError(str(err)) from err
     print(json.dumps(results, indent=2))
     return 0

@@ -13,6 +13,7 @@ from vitserve.admin.errors import CommandError
 from vitserve.admin.store_args import open_store, store_parent, user_errors
 from vitserve.model_store import Card, ModelStore
 from vitserve.model_store.reference import parse_reference
+from vitserve.model_store.serving import check_serving
 
 EPILOG = """examples:
   vitserve models list
@@ -104,15 +105,17 @@ def _add_set_precision(
         actions,
         parent,
         "set-precision",
-        "choose the precision a version is served with (int8 needs a measured accuracy)",
+        "choose the precision a version is served with (reduced ones need a measured accuracy)",
         "Set the precision NAME:V is served with by the CPU engines when the service's engine precision is auto "
-        "(the default); it takes effect when the service next loads the version. int8 (ONNX Runtime's quantised "
-        "export) is refused unless the card holds a measured '<dataset>@int8' entry, written by "
-        "`vitserve bench --only precision --model NAME:V`, or --force is given. fp32 undoes it.",
+        "(the default); it takes effect when the service next loads the version. int8 (ONNX Runtime's dynamic "
+        "quantisation), int8-static (OpenVINO on an NNCF-calibrated IR) and bf16 (OpenVINO; f32 on a CPU without "
+        "native bf16) are refused unless the card holds measured '<dataset>@P' entries, written by "
+        "`vitserve bench --only precision --model NAME:V --precision P`, each with top-1 agreement >= 99%, "
+        "or --force is given. fp32 undoes it.",
     )
     p.add_argument("ref", metavar="NAME:V")
-    p.add_argument("precision", metavar="{int8,fp32}")  # checked by the store, which names what it accepts
-    p.add_argument("--force", action="store_true", help="opt into int8 without a measured accuracy")
+    p.add_argument("precision", metavar="{fp32,int8,int8-static,bf16}")  # checked against the store's list
+    p.add_argument("--force", action="store_true", help="opt in without a measured accuracy, or below the gate")
     p.set_defaults(func=cmd_set_precision)
 
 
@@ -238,17 +241,27 @@ def cmd_set_precision(args: argparse.Namespace) -> int:
         if parsed.version is None:
             raise CommandError(f"set-precision needs an explicit version (name:V), got {args.ref!r}")
         card = store.card(parsed.name, parsed.version)
+        check_serving(card.ref, {"precision": args.precision})  # an unknown precision is named before the gate
         measured = _measured_agreement(card, args.precision)
-        if args.precision == "int8" and not measured and not args.force:
+        gated = args.precision != "fp32"
+        if gated and not measured and not args.force:
+            flag = "" if args.precision == "int8" else f" --precision {args.precision}"
             raise CommandError(
-                f"{card.ref} has no measured int8 accuracy in its card; run "
-                f"`vitserve bench --only precision --model {card.ref}` first, or pass --force"
+                f"{card.ref} has no measured {args.precision} accuracy in its card; run "
+                f"`vitserve bench --only precision --model {card.ref}{flag}` first, or pass --force"
+            )
+        short = {d: v for d, v in measured.items() if v < MIN_AGREEMENT}
+        if gated and short and not args.force:
+            raise CommandError(
+                f"{card.ref} at {args.precision} keeps under {MIN_AGREEMENT:.0%} of fp32's top-1 predictions: "
+                + ", ".join(f"{d} {v:.4f}" for d, v in short.items())
+                + "; pass --force to serve it anyway"
             )
         card = store.set_serving(card.ref, precision=args.precision)
     if measured:
         note = " (measured top1_agreement: " + ", ".join(f"{d} {v:.4f}" for d, v in measured.items()) + ")"
     else:
-        note = " (no measured accuracy: forced)" if args.precision == "int8" else ""
+        note = " (no measured accuracy: forced)" if gated else ""
     payload = {"ref": card.ref, "precision": card.serving["precision"], "measured_top1_agreement": measured}
     return _emit(args, f"{card.ref} serves at {card.serving['precision']}{note}", payload)
 
@@ -257,6 +270,9 @@ def _emit(args: argparse.Namespace, text: str, payload: Mapping[str, object]) ->
     """The result as one line of text, or as JSON with ``--json``."""
     print(json.dumps(payload, indent=2, ensure_ascii=False) if args.json else text)
     return 0
+
+
+MIN_AGREEMENT = 0.99  # the gate: top-1 agreement with fp32 on every measured data set
 
 
 def _measured_agreement(card: Card, precision: str) -> dict[str, float]:

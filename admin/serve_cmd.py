@@ -48,11 +48,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--engine-threads", type=int, metavar="N", help="CPU engines' threads (default: the CPUs available)")
     p.add_argument(
         "--engine-precision",
-        choices=["auto", "fp32", "int8", "bf16"],
+        choices=["auto", "fp32", "int8", "int8-static", "bf16"],
         help="CPU engines' precision (default auto: each version's opt-in, see `vitserve models set-precision`)",
     )
     p.add_argument("--max-batch-size", type=int, help="largest batch (compiled buckets 1, 2, 4, ... up to it)")
-    p.add_argument("--max-delay-ms", type=float, help="how long a batch waits to fill")
+    p.add_argument("--max-delay-ms", type=float, help="how long a batch waits to fill when the engine is idle (0)")
     p.add_argument("--queue-size", type=int, help="waiting images per version before 503")
     p.add_argument("--decode-workers", type=int, help="image decoding threads")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

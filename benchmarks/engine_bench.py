@@ -3,9 +3,10 @@
     python -m vitserve.benchmarks.engine_bench --quick            # tiny model, about a minute
     python -m vitserve.benchmarks.engine_bench --full --out DIR   # ViT-B/16 at 224 (tens of minutes on 2 cores)
 
-Every engine is held to ``--threads`` threads. Also measures this machine's fp32 GEMM ceiling (the model's
-MLP GEMM through numpy's BLAS and torch, best of both) and the int8 one (ONNX Runtime's MatMulInteger), and
-reports each result's share of the ceiling for its dtype. Writes engine.json, engine.md and engine.png to --out.
+Every engine is held to ``--threads`` threads. Also measures this machine's GEMM ceiling per dtype (the model's
+MLP GEMM as a one-MatMul OpenVINO model in fp32, bf16 where the CPU has it, and int8; fp32 also through numpy's
+BLAS and torch; the best of each dtype), and reports each result's share of the ceiling for the precision it
+actually ran. Writes engine.json, engine.md and engine.png to --out.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from vitserve.benchmarks import report
-from vitserve.benchmarks.flops import gemm_gflops, int8_gemm_gops, vit_macs
+from vitserve.benchmarks.flops import gemm_gflops, int8_gemm_gops, openvino_gemm_gops, vit_macs
 from vitserve.benchmarks.runners import RUNNERS, BenchContext, RunFn, RunnerSpec, Unsupported, bench_workdir
 from vitserve.benchmarks.timing import Budget, measure_interleaved
 from vitserve.model_store.card import Card
@@ -78,7 +79,8 @@ def build_runner(
     base["label"] = spec.label
     started = time.perf_counter()
     try:
-        run = spec.build(ctx)
+        built = spec.build(ctx)
+        run = built.run
         check = run(x_check)
     except Unsupported as err:
         logger.info("skipping %s: %s", spec.label, err)
@@ -87,6 +89,7 @@ def build_runner(
         logger.exception("%s failed to build", spec.label)
         return None, {**base, "error": f"{type(err).__name__}: {err}"}, None
     base["setup_s"] = time.perf_counter() - started
+    base["precision"] = built.precision  # what the runtime says it computed (tests judge logits by it)
     if reference is not None:
         base["max_abs_diff_vs_mindspore"] = float(np.max(np.abs(check - reference)))
     logger.info("built %s in %.1f s", spec.label, base["setup_s"])
@@ -111,16 +114,27 @@ def bench_all(
 
 
 def ceilings(config: ViTConfig, threads: int) -> dict[str, float]:
+    """GEMM ceilings per dtype (GFLOP/s, GOP/s for int8) and the images/s each allows for ``config``.
+
+    Each dtype's ceiling is the best of the GEMMs measured for it, so an engine's share of it is ≤ ~1.
+    """
     gflop_per_image = 2 * vit_macs(config) / 1e9
-    fp32 = gemm_gflops(config, threads=threads)
-    result = {"gflop_per_image": gflop_per_image, "gemm_fp32_gflops": max(fp32.values())}
-    result.update({f"gemm_fp32_gflops_{k}": v for k, v in fp32.items()})
-    result["fp32_images_per_s"] = result["gemm_fp32_gflops"] / gflop_per_image
+    result: dict[str, float] = {"gflop_per_image": gflop_per_image}
+    measured: dict[str, dict[str, float]] = {"fp32": dict(gemm_gflops(config, threads=threads)), "bf16": {}, "int8": {}}
+    for dtype in ("fp32", "bf16", "int8"):
+        try:
+            measured[dtype]["openvino"] = openvino_gemm_gops(config, threads=threads, precision=dtype)
+        except Exception as err:  # informative only; a CPU without bf16 lands here
+            logger.info("%s OpenVINO GEMM ceiling not measured: %s", dtype, err)
     try:
-        result["gemm_int8_gops"] = int8_gemm_gops(config, threads=threads)
-        result["int8_images_per_s"] = result["gemm_int8_gops"] / gflop_per_image
-    except Exception as err:  # the int8 ceiling is informative only
-        logger.warning("int8 GEMM ceiling not measured: %s", err)
+        measured["int8"]["onnxruntime"] = int8_gemm_gops(config, threads=threads)
+    except Exception as err:
+        logger.warning("int8 ONNX Runtime GEMM ceiling not measured: %s", err)
+    for dtype, unit in (("fp32", "gflops"), ("bf16", "gflops"), ("int8", "gops")):
+        if measured[dtype]:
+            result[f"gemm_{dtype}_{unit}"] = max(measured[dtype].values())
+            result.update({f"gemm_{dtype}_{unit}_{k}": v for k, v in measured[dtype].items()})
+            result[f"{dtype}_images_per_s"] = result[f"gemm_{dtype}_{unit}"] / gflop_per_image
     return result
 
 
@@ -131,7 +145,7 @@ def summarise(rows: list[dict[str, Any]], ceiling: dict[str, float]) -> dict[str
     (``ratios_p50``: batch ÷ p50), which a shared machine's bursts of load disturb less.
     """
     for row in rows:
-        limit = ceiling.get("int8_images_per_s" if row["dtype"] == "int8" else "fp32_images_per_s")
+        limit = ceiling.get(f"{row.get('precision', row['dtype'])}_images_per_s")
         if "images_per_s" in row and limit:
             row["share_of_ceiling"] = row["images_per_s"] / limit
     summary: dict[str, Any] = {}
@@ -158,6 +172,7 @@ def _ratios(
 
     ours_fp32, ours_reduced = top("ours", ["fp32"]), top("ours", ["int8", "bf16"])
     peer_fp32, reference = top("peer", ["fp32"]), top("reference", ["fp32"])
+    peer_reduced = top("peer", ["int8", "bf16"])
     ratios: dict[str, float] = {}
     if ours_fp32 and peer_fp32:
         ratios["ours_fp32_vs_best_fp32_peer"] = rate(ours_fp32) / rate(peer_fp32)
@@ -165,9 +180,17 @@ def _ratios(
         ratios["ours_fp32_vs_fp32_gemm_ceiling"] = rate(ours_fp32) / ceiling["fp32_images_per_s"]
     if ours_reduced and peer_fp32:
         ratios["ours_reduced_vs_best_fp32_peer"] = rate(ours_reduced) / rate(peer_fp32)
+    if ours_reduced and peer_reduced:
+        ratios["ours_reduced_vs_best_reduced_peer"] = rate(ours_reduced) / rate(peer_reduced)
     if reference and peer_fp32:
         ratios["mindspore_vs_best_fp32_peer"] = rate(reference) / rate(peer_fp32)
-    named = {"ours_fp32": ours_fp32, "ours_reduced": ours_reduced, "best_fp32_peer": peer_fp32, "mindspore": reference}
+    named = {
+        "ours_fp32": ours_fp32,
+        "ours_reduced": ours_reduced,
+        "best_fp32_peer": peer_fp32,
+        "best_reduced_peer": peer_reduced,
+        "mindspore": reference,
+    }
     best = {k: {"label": v["label"], "batch": v["batch"], "images_per_s": rate(v)} for k, v in named.items() if v}
     return best, ratios
 
@@ -207,7 +230,11 @@ def write_outputs(out: Path, payload: dict[str, Any]) -> None:
         for label in dict.fromkeys(r["label"] for r in rows)
     }
     ceiling = payload["ceiling"]
-    hlines = {"fp32 GEMM ceiling": ceiling["fp32_images_per_s"]}
+    hlines = {
+        f"{d} GEMM ceiling": ceiling[f"{d}_images_per_s"]
+        for d in ("fp32", "bf16", "int8")
+        if f"{d}_images_per_s" in ceiling
+    }
     report.line_plot(
         out / "engine.png",
         series,

@@ -78,3 +78,47 @@ def int8_gemm_gops(config: ViTConfig, *, threads: int, batch: int = 8, repeats: 
     rng = np.random.default_rng(0)
     feeds = {"a": rng.integers(0, 255, (rows, d), dtype=np.uint8), "b": rng.integers(-127, 127, (d, h), dtype=np.int8)}
     return 2.0 * rows * d * h / _best_seconds(lambda: session.run(None, feeds), repeats, 2.0) / 1e9
+
+
+_OV_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 comes from the graph's FakeQuantize, not a hint
+
+
+def openvino_gemm_gops(config: ViTConfig, *, threads: int, precision: str, batch: int = 8, repeats: int = 5) -> float:
+    """Measured GFLOP/s (GOP/s for int8) of the model's MLP GEMM as a one-MatMul OpenVINO model.
+
+    OpenVINO's CPU plugin runs it on its oneDNN kernels: the fastest GEMM at hand for each dtype (AMX/AVX512_BF16
+    for bf16, VNNI for int8 where the CPU has them). int8 is the form OpenVINO's own quantised models take:
+    FakeQuantize on both inputs, which the plugin fuses into an integer MatMul. Raises ``RuntimeError`` when
+    the compiled model does not run the asked precision (bf16 on a CPU without it).
+    """
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from vitserve.runtime.cpu_precision import matmul_precisions, native_bf16
+
+    if precision == "bf16" and not native_bf16():
+        raise RuntimeError("no native bf16 on this CPU")
+    rows, d, h = batch * (config.num_patches + 1), config.embed_dim, config.mlp_hidden_dim
+    rng = np.random.default_rng(0)
+    a = ops.parameter([rows, d], ov.Type.f32, name="a")
+    weights = (rng.standard_normal((d, h)) * 0.02).astype(np.float32)
+    left: object = a
+    right: object = ops.constant(weights)
+    if precision == "int8":
+        scale = float(np.abs(weights).max())
+        left = ops.fake_quantize(a, -4.0, 4.0, -4.0, 4.0, 256)
+        right = ops.fake_quantize(right, -scale, scale, -scale, scale, 255)
+    model = ov.Model([ops.matmul(left, right, False, False)], [a], "gemm")
+    config_ov = {
+        "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": _OV_HINTS[precision],
+    }
+    compiled = ov.Core().compile_model(model, "CPU", config_ov)
+    ran = matmul_precisions(compiled)
+    wanted = {"fp32": {"f32"}, "bf16": {"bf16"}, "int8": {"u8", "i8"}}[precision]
+    if not ran & wanted:
+        raise RuntimeError(f"OpenVINO ran the {precision} GEMM as {sorted(ran)}")
+    request = compiled.create_infer_request()
+    x = rng.standard_normal((rows, d)).astype(np.float32)
+    return 2.0 * rows * d * h / _best_seconds(lambda: request.infer({0: x}), repeats, 2.0) / 1e9

@@ -73,13 +73,20 @@ def serve_command() -> list[str]:
 
 @contextlib.contextmanager
 def running_server(
-    store: ModelStore, card: Card, *, engine: str, max_batch_size: int, threads: int, log_path: Path
+    store: ModelStore,
+    card: Card,
+    *,
+    engine: str,
+    max_batch_size: int,
+    threads: int,
+    log_path: Path,
+    max_delay_ms: float = 0.0,
 ) -> Iterator[str]:
     """Start ``vitserve serve`` on a free 127.0.0.1 port, wait until /readyz, yield its URL, stop it."""
     port = free_port()
     command = [*serve_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--store", str(store.root)]
     command += ["--model", card.ref, "--engine", engine, "--max-batch-size", str(max_batch_size)]
-    command += ["--queue-size", "256", "--max-delay-ms", "10", "--log-level", "WARNING"]
+    command += ["--queue-size", "256", "--max-delay-ms", str(max_delay_ms), "--log-level", "WARNING"]
     env = {**os.environ, "VITSERVE_ENGINE_THREADS": str(threads), "VITSERVE_REQUEST_TIMEOUT_S": "300"}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -205,6 +212,7 @@ def run_http_bench(
     concurrency: Sequence[int] = CONCURRENCY,
     requests_per_client: int = 4,
     max_batch_size: int = 8,
+    max_delay_ms: float = 0.0,
 ) -> dict[str, Any]:
     """Run the sweep against a fresh server and write http.json/.md/.png into ``out``; returns the payload."""
     from vitserve.benchmarks.runners import bench_workdir
@@ -220,7 +228,13 @@ def run_http_bench(
         jpegs = realistic_jpegs()
         levels = []
         with running_server(
-            store, card, engine=kind, max_batch_size=max_batch_size, threads=threads, log_path=workdir / "serve.log"
+            store,
+            card,
+            engine=kind,
+            max_batch_size=max_batch_size,
+            threads=threads,
+            log_path=workdir / "serve.log",
+            max_delay_ms=max_delay_ms,
         ) as url:
             asyncio.run(sweep_level(url, jpegs, 2, 4))  # first requests: connection set-up, lazy imports
             for c in concurrency:
@@ -251,6 +265,7 @@ def run_http_bench(
             "config": card.config.to_dict(),
             "engine": kind,
             "max_batch_size": max_batch_size,
+            "max_delay_ms": max_delay_ms,
             "jpeg": {
                 "size": list(JPEG_SIZE),
                 "count": len(jpegs),
@@ -323,6 +338,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="engine threads (default: the CPUs available)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
     parser.add_argument("--max-batch-size", type=int, default=8)
+    parser.add_argument("--max-delay-ms", type=float, default=0.0, help="the server's batch wait (default 0)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -340,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads=args.threads,
         concurrency=args.concurrency,
         max_batch_size=args.max_batch_size,
+        max_delay_ms=args.max_delay_ms,
     )
     print((args.out / "http.md").read_text(encoding="utf-8"))
     print(f"environment: {payload['environment']}")

@@ -1,15 +1,17 @@
 """Serving options a version opts into (``Card.serving``), and the values the store accepts for them.
 
-``precision``: ``"fp32"`` (the default when unset) or ``"int8"`` (ONNX Runtime's dynamically quantised export;
-opt in after measuring it: ``vitserve bench --only precision`` records ``"<dataset>@int8"`` metrics). The CPU
-engines read it when the service's ``engine_precision`` is ``auto``.
+``precision``: ``"fp32"`` (the default when unset), ``"int8"`` (ONNX Runtime's dynamically quantised export),
+``"int8-static"`` (OpenVINO on an NNCF statically quantised IR, calibrated on real images) or ``"bf16"``
+(OpenVINO bf16 where the CPU has native bf16, f32 elsewhere). Opt in after measuring: ``vitserve bench --only
+precision --precision P`` records ``"<dataset>@P"`` metrics. The CPU engines read it when the service's
+``engine_precision`` is ``auto``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-SERVING_OPTIONS: dict[str, tuple[str, ...]] = {"precision": ("fp32", "int8")}
+SERVING_OPTIONS: dict[str, tuple[str, ...]] = {"precision": ("fp32", "int8", "int8-static", "bf16")}
 
 
 def check_serving(ref: str, options: Mapping[str, object]) -> dict[str, str]:

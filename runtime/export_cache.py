@@ -4,6 +4,9 @@ Layout, inside the version's cache folder (``store.cache_dir(card)``)::
 
     cache/onnx-<sha256[:16]>-e<EXPORT_FORMAT>-<precision>-bdyn.onnx    the graph (symbolic batch)
     cache/onnx-<sha256[:16]>-e<EXPORT_FORMAT>-<precision>-bdyn.json    its manifest
+    cache/openvino-<sha256[:16]>-e<EXPORT_FORMAT>-int8-static.xml      the NNCF-quantised OpenVINO IR (+ .bin,
+                                                                      + .json manifest); made only on request,
+                                                                      from calibration images
     cache/.export.lock                                                 serialises exports between processes
 
 The manifest records what the file was made from (the weights' full sha256, the export format, the MindSpore
@@ -19,12 +22,15 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from vitserve.model_store.card import Card
 from vitserve.model_store.locking import exclusive_lock
 from vitserve.model_store.store import ModelStore
 from vitserve.vit.files import sha256_file, write_text_atomic
+
+if TYPE_CHECKING:
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +90,44 @@ def cached_onnx(store: ModelStore, card: Card, precision: str = "fp32") -> Path:
     return path
 
 
+class MissingArtefact(LookupError):
+    """A cached artefact that cannot be made on demand (it needs calibration images) has not been made."""
+
+
+def static_int8_path(store: ModelStore, card: Card) -> Path:
+    """Where the statically quantised OpenVINO IR of ``card``'s version lives (it may not exist yet)."""
+    return store.cache_dir(card) / f"openvino-{card.sha256[:16]}-e{EXPORT_FORMAT}-int8-static.xml"
+
+
+def cached_static_int8(store: ModelStore, card: Card, calibration: np.ndarray | None = None) -> Path:
+    """The path of ``card``'s statically quantised int8 IR.
+
+    With ``calibration`` (``(N, C, H, W)`` float32, preprocessed as requests are), (re)builds it from the fp32
+    export; without, returns the cached one or raises ``MissingArtefact`` saying how to make it.
+    """
+    path = static_int8_path(store, card)
+    want = expected_manifest(card, "int8-static")
+    if calibration is None:
+        if is_fresh(path, want):
+            return path
+        raise MissingArtefact(
+            f"{card.ref} has no statically quantised int8 model; make it with "
+            f"`vitserve bench --only precision --model {card.ref} --precision int8-static`"
+        )
+    from vitserve.runtime.static_quantize import quantize_static_int8
+
+    source = cached_onnx(store, card, "fp32")  # before the lock: cached_onnx takes it too
+    with exclusive_lock(path.parent / ".export.lock"):
+        started = time.monotonic()
+        quantize_static_int8(source, path, calibration)
+        write_manifest(path, want)
+        logger.info("quantised %s (static int8) in %.1f s", path, time.monotonic() - started)
+        _remove_stale(
+            path.parent, current_prefix=f"openvino-{card.sha256[:16]}-e{EXPORT_FORMAT}-", pattern="openvino-*"
+        )
+    return path
+
+
 def _ensure_locked(store: ModelStore, card: Card, precision: str) -> None:
     path = cache_path(store, card, precision)
     want = expected_manifest(card, precision)
@@ -106,6 +150,8 @@ def _ensure_locked(store: ModelStore, card: Card, precision: str) -> None:
 
 def write_manifest(path: Path, manifest: Manifest) -> None:
     record = {**asdict(manifest), "file_sha256": sha256_file(path), "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if path.with_suffix(".bin").is_file():  # an OpenVINO IR: its weights live in the .bin
+        record["bin_sha256"] = sha256_file(path.with_suffix(".bin"))
     write_text_atomic(path.with_suffix(".json"), json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
@@ -126,12 +172,16 @@ def is_fresh(path: Path, want: Manifest) -> bool:
     if record.get("file_sha256") != sha256_file(path):
         logger.warning("cached export %s does not match its manifest's sha256: exporting again", path)
         return False
+    weights = path.with_suffix(".bin")
+    if "bin_sha256" in record and (not weights.is_file() or record["bin_sha256"] != sha256_file(weights)):
+        logger.warning("cached IR weights %s do not match the manifest's sha256", weights)
+        return False
     return True
 
 
-def _remove_stale(cache_dir: Path, current_prefix: str) -> None:
+def _remove_stale(cache_dir: Path, current_prefix: str, pattern: str = "onnx-*") -> None:
     """Drop exports of other weights or an older export format (their names no longer match)."""
-    for path in cache_dir.glob("onnx-*"):
+    for path in cache_dir.glob(pattern):
         if not path.name.startswith(current_prefix):
             logger.info("removing stale export %s", path)
             path.unlink(missing_ok=True)

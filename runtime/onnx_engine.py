@@ -33,6 +33,7 @@ class OnnxRuntimeEngine:
     """Runs ``(B, C, H, W)`` float32 batches through an ONNX model with ONNX Runtime's CPU provider."""
 
     name = "onnxruntime"
+    precision = "fp32"  # what the graph computes: "int8" for a quantised export (set by the factory)
 
     def __init__(
         self,
@@ -114,5 +115,6 @@ def onnxruntime_engine_for(
         threads=threads,
         allow_spinning=allow_spinning,
     )
+    engine.precision = precision
     logger.info("onnxruntime %s engine for %s (%s, %d threads)", engine.version, card.ref, precision, engine.threads)
     return engine

@@ -2,9 +2,11 @@
 
 Implements the service's ``Engine`` protocol. OpenVINO reads the ONNX file directly (its batch axis stays
 dynamic) and keeps its own compiled-blob cache beside the export (``cache/openvino``), keyed by OpenVINO
-itself on the model and the device. ``precision="bf16"`` asks for bfloat16 inference where the CPU has
-bf16 instructions; elsewhere OpenVINO keeps fp32 (``inference_precision`` says which one is in effect).
-``openvino`` is imported only when this engine is built.
+itself on the model and the device. Every model is compiled with an explicit precision hint: ``fp32`` is pinned
+to f32 (without a hint OpenVINO silently runs bf16 on a CPU with bf16 instructions), and ``precision="bf16"``
+asks for bfloat16 only where the CPU has native bf16 (``runtime.cpu_precision.native_bf16``); elsewhere it
+runs f32 and logs a warning. ``precision`` says what the compiled model actually runs (``"fp32"`` or
+``"bf16"``), asked of OpenVINO, not assumed. ``openvino`` is imported only when this engine is built.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from vitserve.model_store.card import Card
 from vitserve.model_store.store import ModelStore
+from vitserve.runtime.cpu_precision import matmul_precisions, native_bf16, precision_name
 from vitserve.runtime.onnx_engine import OnnxRuntimeEngine, check_batch, default_threads, engine_options
 
 if TYPE_CHECKING:
@@ -48,6 +51,9 @@ class OpenVinoEngine:
 
         if precision not in _PRECISION_HINTS:
             raise ValueError(f"unknown OpenVINO precision {precision!r}; known: {', '.join(_PRECISION_HINTS)}")
+        if precision == "bf16" and not native_bf16():
+            logger.warning("bf16 requested but this CPU has no native bf16 (or ONEDNN_MAX_CPU_ISA caps it): f32")
+            precision = "fp32"
         self.path = Path(path)
         self.batch_sizes = tuple(batch_sizes)
         self.input_shape = tuple(input_shape)
@@ -65,6 +71,7 @@ class OpenVinoEngine:
         }
         self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
         self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.precision = precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))  # what runs
         self._request = self.compiled.create_infer_request()
         self._lock = threading.Lock()  # one infer request: serialise callers
         self.version = ov.__version__
@@ -83,8 +90,9 @@ class OpenVinoEngine:
 
 
 def build_openvino_engine(card: Card, store: ModelStore, options: EngineOptions) -> OpenVinoEngine | OnnxRuntimeEngine:
-    """The service's factory: ``card``'s version on OpenVINO. A version that opted into int8 gets ONNX Runtime's
-    int8 engine instead (the quantised graph is ONNX Runtime's; OpenVINO's own reduced precision is bf16)."""
+    """The service's factory: ``card``'s version on OpenVINO. A version that opted into ``int8`` (dynamic) gets
+    ONNX Runtime's int8 engine instead (that quantised graph is ONNX Runtime's); ``int8-static`` is OpenVINO on
+    the version's NNCF-quantised IR; ``bf16`` is OpenVINO bf16 (f32 on a CPU without native bf16)."""
     threads, precision = engine_options(card, options)
     if precision == "int8":
         from vitserve.runtime.onnx_engine import onnxruntime_engine_for
@@ -102,24 +110,29 @@ def openvino_engine_for(
     precision: str = "fp32",
     threads: int | None = None,
 ) -> OpenVinoEngine:
-    """An engine for ``card``'s version from its cached fp32 export (exported on first use)."""
-    from vitserve.runtime.export_cache import cached_onnx
+    """An engine for ``card``'s version: its cached fp32 export (exported on first use) at ``fp32``/``bf16``,
+    or its statically quantised IR at ``int8-static`` (``MissingArtefact`` when it was never made)."""
+    from vitserve.runtime.export_cache import cached_onnx, cached_static_int8
 
-    path = cached_onnx(store, card, "fp32")
+    static = precision == "int8-static"
+    path = cached_static_int8(store, card) if static else cached_onnx(store, card, "fp32")
     cfg = card.config
     engine = OpenVinoEngine(
         path,
         input_shape=(cfg.in_chans, cfg.img_size, cfg.img_size),
         batch_sizes=batch_sizes,
         threads=threads,
-        precision=precision,
+        precision="fp32" if static else precision,  # the IR's FakeQuantize nodes make it int8, not a hint
         cache_dir=store.cache_dir(card) / "openvino",
     )
+    if static:
+        # Asked of OpenVINO: an IR whose FakeQuantize nodes the plugin could not fuse would run in float.
+        engine.precision = "int8" if matmul_precisions(engine.compiled) & {"u8", "i8"} else engine.precision
     logger.info(
         "openvino %s engine for %s (%s, %d threads)",
         engine.version,
         card.ref,
-        engine.inference_precision,
+        engine.precision,
         engine.threads,
     )
     return engine

@@ -16,7 +16,7 @@ from vitserve.service.observability.logs import LogFormat
 
 DeviceTarget = Literal["CPU", "GPU", "Ascend"]
 EngineKind = Literal["auto", "mindspore", "onnxruntime", "openvino"]
-EnginePrecision = Literal["auto", "fp32", "int8", "bf16"]
+EnginePrecision = Literal["auto", "fp32", "int8", "int8-static", "bf16"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -43,10 +43,13 @@ class Settings(BaseSettings):
     engine_threads: int | None = Field(None, ge=1)  # intra-op threads of the CPU engines; unset → this process's CPUs
     # CPU engines' arithmetic (MindSpore ignores it): auto → the version's opt-in (its card's serving precision,
     # else fp32); int8 runs on ONNX Runtime under either CPU engine; bf16 is OpenVINO's only (fp32 on a CPU
-    # without bf16 instructions).
+    # without bf16 instructions). int8-static: OpenVINO on the version's NNCF-quantised IR (made beforehand by
+    # `vitserve bench --only precision --precision int8-static`).
     engine_precision: EnginePrecision = "auto"
     max_batch_size: int = Field(8, ge=1, le=256)  # the largest compiled batch; buckets are powers of two up to it
-    max_delay_ms: float = Field(5.0, ge=0, le=1000)  # how long the first request of a batch waits for company
+    # How long a batch that is not full may wait for company when the engine is idle. 0: dispatch at once (under
+    # load batches still fill, from the requests that queue while the engine runs the previous batch).
+    max_delay_ms: float = Field(0.0, ge=0, le=1000)
     # Images waiting per loaded version, and (plus max_batch_size) images admitted at once; beyond → 503.
     queue_size: int = Field(64, ge=1)
     request_timeout_s: float = Field(10.0, gt=0)  # deadline of one request from arrival; past it → 504

@@ -4,8 +4,12 @@ Model-agnostic (it stacks ``(...)``-shaped items into ``(B, ...)`` and hands tha
 of ray serve's ``_BatchQueue``. Invariants, all on the monotonic clock:
 
 - the queue is bounded: a full queue is ``Overloaded`` at once (503 + Retry-After), never an unbounded wait;
-- a batch closes when it holds ``max_batch_size`` items or ``max_delay_ms`` after its first item arrived;
-- an item whose deadline has passed (or whose caller went away) is dropped before it takes a batch slot;
+- an idle engine never waits for company: a batch is whatever is queued when the engine is free (up to
+  ``max_batch_size``), so one client pays no batching delay, and under load the batch grows while the engine
+  runs the previous one. ``max_delay_ms`` (0 by default) lets a batch that is not full wait up to that long
+  after its first item arrived, for deployments that prefer fuller batches to latency;
+- an item whose deadline has passed (or whose caller went away) is dropped before it takes a batch slot, and
+  its caller is told at once (``DeadlineExceeded``);
 - the function runs on one worker thread, off the event loop; every caller of a batch gets its own row of the
   output, or the batch's exception; an output whose first dimension is not the batch size is an error.
 """
@@ -73,10 +77,12 @@ class Batcher:
         executor: ThreadPoolExecutor | None = None,
         observer: BatchObserver | None = None,
         name: str = "batcher",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_batch_size < 1 or queue_size < 1 or max_delay_ms < 0:
             raise ValueError(f"invalid batcher: max_batch_size {max_batch_size}, queue_size {queue_size}")
         self.fn, self.name = fn, name
+        self._clock = clock  # deadlines are instants on this clock (``time.monotonic`` in the service)
         self.max_batch_size, self.max_delay_s = max_batch_size, max_delay_ms / 1000.0
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
         self._own_executor = executor is None
@@ -96,13 +102,13 @@ class Batcher:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name=self.name)
 
     async def submit(self, x: np.ndarray, *, deadline: float) -> BatchResult:
-        """Queue one item and wait for its row. ``deadline`` is a ``time.monotonic()`` instant.
+        """Queue one item and wait for its row. ``deadline`` is an instant on the batcher's clock.
 
         Raises ``Overloaded`` (queue full), ``DeadlineExceeded``, ``ShuttingDown`` or the batch's exception.
         """
         if self._closing or self._task is None:
             raise ShuttingDown(f"{self.name} is not accepting work")
-        now = time.monotonic()
+        now = self._clock()
         if now >= deadline:
             self._reject("deadline")
             raise DeadlineExceeded("the request's deadline passed before it was queued")
@@ -159,30 +165,38 @@ class Batcher:
         """Wait for a first live item, then take more until the batch is full or its delay is over."""
         first = await self._queue.get()
         self._running = True  # from here until the batch is answered, stop(drain) waits for us
-        batch = [first] if first.live(time.monotonic()) else []
+        batch = self._keep_live([first])
         close_at = first.enqueued + self.max_delay_s
         while len(batch) < self.max_batch_size:
             try:
-                item = self._queue.get_nowait()
+                item = self._queue.get_nowait()  # what queued while the engine ran: no waiting for it
             except asyncio.QueueEmpty:
-                remaining = close_at - time.monotonic()
-                if remaining <= 0:
+                remaining = close_at - self._clock()
+                if remaining <= 0:  # always so with max_delay_ms=0: an idle engine starts at once
                     break
                 try:
                     item = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
-            if item.live(time.monotonic()):
-                batch.append(item)
+            batch += self._keep_live([item])
         self._depth_changed()
-        now = time.monotonic()
-        live = [item for item in batch if item.live(now)]  # re-checked: the wait may have outlived some
+        live = self._keep_live(batch)  # re-checked: the wait may have outlived some
         if not live:
             self._running = False
         return live
 
+    def _keep_live(self, items: list[_Item]) -> list[_Item]:
+        """The items still wanted; an expired one is failed now rather than left to its caller's timer."""
+        now = self._clock()
+        expired = [item for item in items if not item.future.done() and now >= item.deadline]
+        if expired:
+            self._fail(expired, DeadlineExceeded("the request's deadline passed while it was queued"))
+            for _ in expired:
+                self._reject("deadline")
+        return [item for item in items if item.live(now)]
+
     async def _run(self, batch: list[_Item]) -> None:
-        started = time.monotonic()
+        started = self._clock()
         try:
             x = np.stack([item.x for item in batch])
             out = await asyncio.get_running_loop().run_in_executor(self._executor, self.fn, x)
@@ -198,7 +212,7 @@ class Batcher:
             return
         finally:
             self._running = False
-        run_s = time.monotonic() - started
+        run_s = self._clock() - started
         self._batch_s = run_s if not self._batch_s else 0.8 * self._batch_s + 0.2 * run_s
         for i, item in enumerate(batch):
             if not item.future.done():

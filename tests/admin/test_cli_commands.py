@@ -155,8 +155,15 @@ def test_set_precision_needs_a_measured_int8_accuracy_or_force(digits_store, cap
     assert digits_store.card("digits", 2).serving == {}
     code, _, err = _run(capsys, "models", "set-precision", "digits", "int8", "--store", root)
     _assert_one_line_error(code, err, "explicit version")
-    code, _, err = _run(capsys, "models", "set-precision", "digits:2", "bf16", "--store", root)
-    _assert_one_line_error(code, err, "choose one of: fp32, int8")
+    code, _, err = _run(capsys, "models", "set-precision", "digits:2", "fp16", "--store", root)
+    _assert_one_line_error(code, err, "choose one of: fp32, int8, int8-static, bf16")
+    for gated in ("int8-static", "bf16"):  # every reduced precision sits behind the same gate
+        code, _, err = _run(capsys, "models", "set-precision", "digits:2", gated, "--store", root)
+        _assert_one_line_error(code, err, f"digits:2 has no measured {gated}", "--precision " + gated)
+    digits_store.record_metrics("digits:2", "digits-val@int8-static", {"top1_agreement": 0.9694})
+    code, _, err = _run(capsys, "models", "set-precision", "digits:2", "int8-static", "--store", root)
+    _assert_one_line_error(code, err, "keeps under 99%", "digits-val 0.9694", "--force")
+    assert digits_store.card("digits", 2).serving == {}
     metrics = {"top1_agreement": 0.9972, "top1_fp32": 0.93, "top1_delta": -0.0028, "max_abs_logit_diff": 0.2}
     digits_store.record_metrics("digits:2", "digits-val@int8", metrics)
     code, out, _ = _run(capsys, "models", "set-precision", "digits:2", "int8", "--store", root)

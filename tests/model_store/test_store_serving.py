@@ -47,8 +47,8 @@ def test_set_serving_persists_merges_and_keeps_other_fields(publish, store):
 
 @pytest.mark.parametrize(
     ("options", "fragment"),
-    [({"precision": "bf16"}, "choose one of: fp32, int8"), ({"threads": "2"}, "unknown serving option 'threads'"),
-     ({}, "no serving option")],
+    [({"precision": "fp16"}, "choose one of: fp32, int8, int8-static, bf16"),
+     ({"threads": "2"}, "unknown serving option 'threads'"), ({}, "no serving option")],
 )  # fmt: skip
 def test_set_serving_refuses_what_it_does_not_know(publish, store, options, fragment):
     card = publish()

@@ -87,7 +87,21 @@ def test_openvino_runs_the_same_export(tiny_export: tuple[Path, StateDict]) -> N
     x = np.random.default_rng(7).standard_normal((2, *SHAPE)).astype(np.float32)
     engine = OpenVinoEngine(path, input_shape=SHAPE, batch_sizes=(1, 2), threads=1)
     engine.warmup()
+    assert engine.precision == "fp32"  # pinned: unhinted, OpenVINO would run bf16 on a bf16 CPU
     np.testing.assert_allclose(engine.run(x), mindspore_logits(TINY, state, x), atol=1e-4, rtol=0)
+
+
+def test_openvino_bf16_runs_bf16_exactly_where_the_cpu_has_it(tiny_export: tuple[Path, StateDict]) -> None:
+    from vitserve.runtime.cpu_precision import native_bf16
+    from vitserve.runtime.openvino_engine import OpenVinoEngine
+
+    path, state = tiny_export
+    x = np.random.default_rng(8).standard_normal((2, *SHAPE)).astype(np.float32)
+    engine = OpenVinoEngine(path, input_shape=SHAPE, threads=1, precision="bf16")
+    assert engine.precision == ("bf16" if native_bf16() else "fp32")  # asked of OpenVINO, not assumed
+    # bf16 keeps 8 mantissa bits: ~1e-2 on these logits; fp32 differs from MindSpore in summation order only.
+    atol = 3e-2 if engine.precision == "bf16" else 1e-4
+    np.testing.assert_allclose(engine.run(x), mindspore_logits(TINY, state, x), atol=atol, rtol=0)
 
 
 # --- the cache next to a store version ------------------------------------------------------------------
@@ -208,6 +222,7 @@ def test_the_service_does_not_import_cpu_engine_packages_until_chosen() -> None:
     code = (
         "import sys, vitserve.service.app, vitserve.runtime.engine, vitserve.runtime.onnx_engine\n"
         "import vitserve.runtime.openvino_engine, vitserve.runtime.onnx_export, vitserve.runtime.quantize\n"
+        "import vitserve.runtime.cpu_precision\n"
         "loaded = sorted(m for m in ('onnx', 'onnxruntime', 'openvino') if m in sys.modules)\n"
         "assert not loaded, loaded\n"
     )
