@@ -11,7 +11,7 @@ from typing import Any
 
 from vitserve.admin.errors import EXIT_NOT_FOUND, EXIT_REFUSED, CommandError
 from vitserve.model_store import ModelStore, StoreError
-from vitserve.model_store.errors import AliasedVersion, ModelNotFound, PromotionRefused
+from vitserve.model_store.errors import AliasedVersion, ModelNotFound, PromotionRefused, VersionHeld
 from vitserve.model_store.store import ROOT_ENV, default_root
 from vitserve.vit.config import DataConfig, ViTConfig, get_variant, variant_names
 
@@ -37,12 +37,12 @@ def open_store(args: argparse.Namespace) -> ModelStore:
 def user_errors() -> Iterator[None]:
     """Report store errors, bad files and bad values as one-line ``CommandError``s: exit 3 for what does not
     exist (a model, version, alias or file), 4 for what the store refuses (a gated promotion, deleting an
-    aliased version), else 1."""
+    aliased version or one a running replica holds), else 1."""
     try:
         yield
     except (ModelNotFound, FileNotFoundError) as err:
         raise CommandError(str(err) or type(err).__name__, EXIT_NOT_FOUND) from err
-    except (PromotionRefused, AliasedVersion) as err:
+    except (PromotionRefused, AliasedVersion, VersionHeld) as err:
         raise CommandError(str(err), EXIT_REFUSED) from err
     except StoreError as err:
         raise CommandError(str(err)) from err

@@ -177,7 +177,7 @@ async def test_cli_promote_failure_delete_and_sigkill(fleet: list[ServerProcess]
 
     # 3. tiny:2 is unaliased now, but replica 2 still serves it: delete is refused, gc keeps it.
     refused = cli(fleet_store, "delete", "tiny:2")
-    assert refused.returncode == 1 and "replica-2" in refused.stderr and "loaded by running replica" in refused.stderr
+    assert refused.returncode == 4 and "replica-2" in refused.stderr and "loaded by running replica" in refused.stderr
     gc = cli(fleet_store, "gc", "tiny")
     assert gc.returncode == 0 and "kept, loaded by running replicas: tiny:2 (" in gc.stdout and "replica-2" in gc.stdout
 
