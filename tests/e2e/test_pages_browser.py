@@ -242,4 +242,12 @@ def test_admin_actions_need_the_token_and_use_the_admin_api(page: tuple[Any, Wat
     loaded = httpx.get(f"{server.url}/models/digits", timeout=10).json()["versions"][1]
     assert loaded["version"] == 2 and loaded["loaded"] and not loaded["serving"]
     tab.locator("tr[data-version='2'] .badge.loaded").wait_for()
+    # A canary from the page: 10 % of production to v2, shown as the model's split, then aborted.
+    tab.get_by_role("button", name="Send 10 % of digits@production to digits:2").click()
+    tab.wait_for_function("() => document.querySelector('#admin-status').textContent.includes('production: canary')")
+    canary = httpx.get(f"{server.url}/models/digits", timeout=10).json()["canary"]
+    assert (canary["stable_version"], canary["canary_version"], canary["weight"]) == (1, 2, 10.0)
+    tab.get_by_role("button", name="Abort digits@production canary v2").click()
+    tab.wait_for_function("() => document.querySelector('#admin-status').textContent.includes('production: abort')")
+    assert httpx.get(f"{server.url}/models/digits", timeout=10).json()["canary"] is None
     screenshot(tab, "models-admin")

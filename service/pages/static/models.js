@@ -123,6 +123,10 @@ function actionsCell(model, version) {
     buttons.push(actionButton(`Promote v${version.version}`, `Promote ${ref} to production`,
       `/admin/models/${encodeURIComponent(model.name)}/aliases/production`, { version: version.version }));
   }
+  if (!version.serving && !model.canary) {
+    buttons.push(actionButton(`Canary v${version.version} 10 %`, `Send 10 % of ${model.name}@production to ${ref}`,
+      `/admin/models/${encodeURIComponent(model.name)}/aliases/production/canary`, { version: version.version, weight: 10 }));
+  }
   if (!version.loaded) buttons.push(actionButton("Load", `Load ${ref}`, `/admin/models/${encodeURIComponent(ref)}/load`));
   else if (!version.serving) buttons.push(actionButton("Unload", `Unload ${ref}`, `/admin/models/${encodeURIComponent(ref)}/unload`));
   return el("td", { class: "actions" }, buttons);
@@ -137,7 +141,7 @@ function actionButton(text, label, path, body) {
       adminStatus.textContent = `${label}…`;
       try {
         const answer = await admin(path, token, body);
-        adminStatus.textContent = `${label}: done (${answer.name}:${answer.version}${answer.alias ? ` is ${answer.alias}` : ""}).`;
+        adminStatus.textContent = `${label}: done (${describeAnswer(answer)}).`;
         lastModels = "";
         await refreshModels();
       } catch (err) {
@@ -149,13 +153,28 @@ function actionButton(text, label, path, body) {
   }, text);
 }
 
+function describeAnswer(answer) {
+  if (answer.action) return `${answer.name}@${answer.alias}: ${answer.action}`;  // the canary routes
+  return `${answer.name}:${answer.version}${answer.alias ? ` is ${answer.alias}` : ""}`;
+}
+
+function canaryButtons(model) {
+  const canary = model.canary;
+  if (!token || !canary || !canary.alias) return null;
+  const base = `/admin/models/${encodeURIComponent(model.name)}/aliases/${encodeURIComponent(canary.alias)}/canary`;
+  const split = `${model.name}@${canary.alias} canary v${canary.canary_version}`;
+  return el("div", { class: "canary-actions" },
+    actionButton("Promote canary", `Promote ${split}`, `${base}/promote`, {}),
+    actionButton("Abort canary", `Abort ${split}`, `${base}/abort`));
+}
+
 function renderModel(model) {
   const aliases = Object.entries(model.aliases || {});
   const aliasList = aliases.length
     ? el("ul", { class: "aliases" }, aliases.map(([alias, target]) =>
       el("li", { dataset: { alias } }, el("code", {}, `@${alias}`), ` → ${describeTarget(target)}`)))
     : el("p", { class: "muted" }, "no aliases");
-  const extras = Object.entries(model).filter(([k]) => !KNOWN_MODEL_KEYS.has(k))
+  const extras = Object.entries(model).filter(([k, v]) => !KNOWN_MODEL_KEYS.has(k) && v !== null && v !== undefined)
     .map(([k, v]) => el("p", { class: "split" }, el("strong", {}, `${k}: `), describeTarget(v)));
   const head = ["Version", "Aliases", "State", "Created", "Metrics and figures"];
   if (token) head.push("Admin");
@@ -173,7 +192,7 @@ function renderModel(model) {
   return el("section", { class: "model", dataset: { model: model.name }, "aria-labelledby": `model-${model.name}` },
     el("h2", { id: `model-${model.name}` }, model.name,
       model.serving_version ? el("span", { class: "badge serving" }, `serving v${model.serving_version}`) : null),
-    el("div", { class: "model-meta" }, aliasList, extras, rollback),
+    el("div", { class: "model-meta" }, aliasList, extras, rollback, canaryButtons(model)),
     el("div", { class: "table-wrap" }, el("table", { class: "versions" },
       el("caption", { class: "visually-hidden" }, `Versions of ${model.name}`),
       el("thead", {}, el("tr", {}, head.map((h) => el("th", { scope: "col" }, h)))),
