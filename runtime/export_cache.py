@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Bump when vit/export.py's graph rewrites change: every cached export then becomes stale.
+# Bump when runtime/onnx_export.py's graph rewrites change: every cached export then becomes stale.
 EXPORT_FORMAT = 1
 Precision = Literal["fp32", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     store_root: Path = Path("store")  # the model store's directory
     default_model: str = "digits-vit"  # reference loaded and served at start-up (name, name:V, name@alias)
     device_target: DeviceTarget = "CPU"
-    # auto (service/engine.py resolve_kind): on CPU OpenVINO, whose factory hands a version served at int8 to ONNX
+    # auto (runtime/engine.py resolve_kind): on CPU OpenVINO, whose factory hands a version served at int8 to ONNX
     # Runtime; MindSpore when the openvino package is not installed. On GPU/Ascend: MindSpore.
     engine: EngineKind = "auto"
     engine_threads: int | None = Field(None, ge=1)  # intra-op threads of the CPU engines; unset → this process's CPUs
