@@ -5,7 +5,7 @@ activations to uint8 per batch at run time, so it needs no calibration data. Lay
 the two activation × activation matmuls of attention stay fp32: ONNX Runtime's dynamic quantiser would also
 quantise those (it treats any MatMul's second input as a weight), which we measured to destroy accuracy
 (21 % top-1 agreement on a digits classifier). Accuracy is measured, not assumed: see
-``tests/service/test_onnx_engine.py`` and ``service.precision_check``.
+``tests/runtime/test_onnx_engine.py`` and ``benchmarks.precision_check``.
 """
 
 from __future__ import annotations

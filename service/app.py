@@ -56,7 +56,7 @@ class Resources:
     store: ModelStore
     metrics: Metrics
     lifecycle: Lifecycle
-    device: ThreadPoolExecutor  # the one thread for engine (MindSpore) calls, see service.versions
+    device: ThreadPoolExecutor  # the one thread for engine (MindSpore) calls, see service.lifecycle.versions
     registry: VersionRegistry
     pool: DecodePool
     classifier: Classifier
