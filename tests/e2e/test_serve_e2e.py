@@ -137,7 +137,8 @@ async def test_broken_version_does_not_displace_the_good_one(server: ServerProce
 async def test_sigterm_drains_in_flight_work_and_exits_0(
     e2e_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    settings = {**SERVER_SETTINGS, "queue_size": 128, "max_delay_ms": 5}
+    # One test client sends all 96 images: the per-client share would (rightly) refuse a third of them.
+    settings = {**SERVER_SETTINGS, "queue_size": 128, "max_delay_ms": 5, "client_share": 1.0}
     proc = ServerProcess(e2e_store.root, tmp_path_factory.mktemp("logs") / "drain.log", **settings)
     try:
         proc.start()

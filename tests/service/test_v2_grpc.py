@@ -159,7 +159,11 @@ async def test_errors_are_grpc_statuses(serve: Any, factory: Any) -> None:
     late.parameters["timeout"].int64_param = 1  # microseconds
     codes = {}
     factory.delay_s = 0.3
-    async with grpc_app(serve, max_batch_size=2, queue_size=2, max_images=2, max_delay_ms=1) as (stub, _, app):
+    async with grpc_app(serve, max_batch_size=2, queue_size=2, max_images=2, max_delay_ms=1, client_share=1.0) as (
+        stub,
+        _,
+        app,
+    ):
         for name, request in {"input": bad_input, "version": not_loaded, "k": bad_k, "late": late}.items():
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub("ModelInfer", request)

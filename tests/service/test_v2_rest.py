@@ -224,7 +224,8 @@ async def test_output_and_parameter_refusals(serve: Any) -> None:
 async def test_shares_the_batcher_admission_and_deadline_with_classify(serve: Any, factory: Any) -> None:
     factory.delay_s = 0.2
     image = png(50)
-    async with serve(max_delay_ms=100, max_batch_size=2, queue_size=2, max_images=2) as (client, app):
+    # One test client fills the whole budget here: the per-client share is tested in test_hardening.py.
+    async with serve(max_delay_ms=100, max_batch_size=2, queue_size=2, max_images=2, client_share=1.0) as (client, app):
         v2, classic = await asyncio.gather(
             client.post(INFER, json={"inputs": [image_input(image)]}),
             client.post("/classify", files={"file": ("a.png", image, "image/png")}),

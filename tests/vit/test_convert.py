@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.tiny import TINY, random_state
+from vitserve.admin.errors import EXIT_NOT_FOUND
 from vitserve.admin.main import main as cli_main
 from vitserve.vit.checkpoint import CheckpointMismatch, save_checkpoint
 from vitserve.vit.config import INCEPTION_DATA, DataConfig, ViTConfig, get_config
@@ -232,21 +233,25 @@ def test_cli_writes_the_output_directory(tmp_path: Path, capsys: pytest.CaptureF
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "code"),
     [
-        (["missing.pth"], "weights file not found"),
-        (["model.ckpt", "--config", "vit_gigantic"], "unknown ViT variant 'vit_gigantic'; known: vit_base_p16"),
-        (["model.ckpt", "--config", '{"depth": 2, "wings": 3}'], "unknown ViTConfig field"),
-        (["model.ckpt", "--config", "vit_base_p16"], "patch_embed.proj.weight (checkpoint (32, 3, 8, 8), model (768,"),
-        (["model.ckpt", "--to", "mindformers", "--config", TOKEN.to_json()], "missing keys: norm.beta"),
-        (["model.ckpt", "--format", "hf", "--config", AVG.to_json()], "unexpected keys: blocks.0.attn.proj.bias"),
+        (["missing.pth"], "weights file not found", EXIT_NOT_FOUND),
+        (["model.ckpt", "--config", "vit_gigantic"], "unknown ViT variant 'vit_gigantic'; known: vit_base_p16", 1),
+        (["model.ckpt", "--config", '{"depth": 2, "wings": 3}'], "unknown ViTConfig field", 1),
+        (
+            ["model.ckpt", "--config", "vit_base_p16"],
+            "patch_embed.proj.weight (checkpoint (32, 3, 8, 8), model (768,",
+            1,
+        ),
+        (["model.ckpt", "--to", "mindformers", "--config", TOKEN.to_json()], "missing keys: norm.beta", 1),
+        (["model.ckpt", "--format", "hf", "--config", AVG.to_json()], "unexpected keys: blocks.0.attn.proj.bias", 1),
     ],
 )
 def test_cli_errors_are_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str, code: int
 ) -> None:
     save_checkpoint(random_state(0, AVG), tmp_path / "model.ckpt")
     args = [str(tmp_path / args[0]), *args[1:]]
-    assert cli_main(["convert", *args, "--out", str(tmp_path / "out")]) == 1
+    assert cli_main(["convert", *args, "--out", str(tmp_path / "out")]) == code
     err = capsys.readouterr().err
     assert err.startswith("vitserve convert: error: ") and message in err and err.count("\n") == 1
