@@ -108,16 +108,17 @@ class Classifier:
         request's log line and traces)."""
         _note_request(version, len(images))
         urls = sum(image.url is not None for image in images)
-        try:
-            with self.admission.admit(client, len(images), urls):
+        # A refusal at admission never reached the version: it does not count in the version's statistics.
+        with self.admission.admit(client, len(images), urls):
+            try:
                 async with version.lease():
                     tasks = [asyncio.create_task(self._one(image, version, deadline)) for image in images]
                     results = await _all_or_first_error(tasks)
-        except Exception as err:
-            # The version's fault (engine failure, deadline, overload) counts against it; the client's does not.
-            if version_fault(err):
-                self.registry.stats.record(version.ref, ok=False, latency_s=time.monotonic() - arrived)
-            raise
+            except Exception as err:
+                # The version's fault (engine failure, deadline, a full queue) counts against it; the client's not.
+                if version_fault(err):
+                    self.registry.stats.record(version.ref, ok=False, latency_s=time.monotonic() - arrived)
+                raise
         self.registry.stats.record(version.ref, ok=True, latency_s=time.monotonic() - arrived)
         return results
 
