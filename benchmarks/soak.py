@@ -1,6 +1,9 @@
 """The soak benchmark: good clients beside hostile and slow ones against a real ``vitserve serve`` on 127.0.0.1.
 
-First the good clients alone (the unloaded baseline), then for ``minutes`` the same good clients beside:
+The good clients send at a steady rate, half of the capacity measured first (as many back-to-back clients as
+the server can take for 15 s): a service is run below saturation, and at saturation any extra work, hostile or
+not, would lengthen every queue. First the good clients alone at that rate (the unloaded baseline), then for
+``minutes`` the same good clients beside:
 hostile JSON bodies (a huge entry list, deep nesting), undecodable and refused images, the worst allowed image
 (a 16-bit PNG at the pixel cap), refused URLs, unauthenticated admin uploads, and slow clients (partial headers,
 trickled bodies, silent connections). Reports the server's RSS over time, responses by kind and status, and the
@@ -34,6 +37,8 @@ from vitserve.vit.config import DataConfig
 logger = logging.getLogger(__name__)
 
 GOOD_CLIENTS = 4
+GOOD_LOAD = 0.5  # the good clients' request rate, as a fraction of the capacity measured first
+CAPACITY_PROBE_S = 15.0
 ADMIN_TOKEN = "soak-admin-token-0123456789"
 CLIENT_HEADER = "x-soak-client"  # the soak's "trusted proxy" header: each kind of client is its own client
 SERVER_ENV = {
@@ -113,11 +118,19 @@ def hostile_requests() -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-async def good_client(url: str, jpegs: list[bytes], until: float, tally: Tally, seed: int) -> None:
+async def good_client(
+    url: str, jpegs: list[bytes], until: float, tally: Tally, seed: int, interval_s: float | None = None
+) -> None:
+    """One JPEG after another; with ``interval_s``, one every ``interval_s`` (a late answer skips the slots it
+    missed: the rate never exceeds the pace), else back to back."""
     headers = {CLIENT_HEADER: f"good-{seed}", "content-type": "image/jpeg"}
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         i = seed
+        next_at = time.monotonic() + (interval_s or 0.0) * seed / GOOD_CLIENTS  # spread the clients' phases
         while time.monotonic() < until:
+            if interval_s is not None:
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                next_at = max(next_at + interval_s, time.monotonic())
             started = time.perf_counter()
             try:
                 r = await client.post("/classify", content=jpegs[i % len(jpegs)], headers=headers)
@@ -181,10 +194,21 @@ def _slow_connection(host: str, port: int, style: str, until: float) -> str:
         return "held_to_end"
 
 
-async def run_phase(url: str, seconds: float, *, hostile: bool, tally: Tally, on_tick: Callable[[], None]) -> None:
+async def run_phase(
+    url: str,
+    seconds: float,
+    *,
+    hostile: bool,
+    tally: Tally,
+    on_tick: Callable[[], None],
+    good_rate: float | None = None,
+) -> None:
+    """``seconds`` of good clients (at ``good_rate`` requests/s in all, else back to back), with the hostile
+    and slow ones when ``hostile``."""
     until = time.monotonic() + seconds
     jpegs = realistic_jpegs(quality=85)
-    tasks: list[Awaitable[None]] = [good_client(url, jpegs, until, tally, i) for i in range(GOOD_CLIENTS)]
+    interval = GOOD_CLIENTS / good_rate if good_rate else None
+    tasks: list[Awaitable[None]] = [good_client(url, jpegs, until, tally, i, interval) for i in range(GOOD_CLIENTS)]
     if hostile:
         requests = await asyncio.to_thread(hostile_requests)
         port = int(url.rsplit(":", 1)[1])
@@ -214,24 +238,45 @@ def run_soak(out: Path, *, minutes: float, engine: str = "auto", baseline_s: flo
             def sample() -> None:
                 rss.append((round(time.monotonic() - started, 1), round(rss_mib(pid), 1)))
 
+            probe = Tally()
+            asyncio.run(run_phase(url, CAPACITY_PROBE_S, hostile=False, tally=probe, on_tick=sample))
+            rate = GOOD_LOAD * len(probe.good_ms) / CAPACITY_PROBE_S
+            logger.info("capacity %.1f requests/s; good clients send %.1f/s", rate / GOOD_LOAD, rate)
             baseline = Tally()
-            asyncio.run(run_phase(url, baseline_s, hostile=False, tally=baseline, on_tick=sample))
+            asyncio.run(run_phase(url, baseline_s, hostile=False, tally=baseline, on_tick=sample, good_rate=rate))
+            soak_started = time.monotonic() - started
             soak = Tally()
-            asyncio.run(run_phase(url, minutes * 60, hostile=True, tally=soak, on_tick=sample))
+            asyncio.run(run_phase(url, minutes * 60, hostile=True, tally=soak, on_tick=sample, good_rate=rate))
             sample()
             alive = httpx.get(f"{url}/readyz", timeout=10).status_code
-    payload = summarize(minutes, baseline, soak, rss, baseline_s, alive)
+    payload = summarize(minutes, baseline, soak, rss, soak_started, alive, good_rate=rate)
     (out / "soak.json").write_text(json.dumps(payload, indent=2))
     (out / "soak.md").write_text(render(payload))
     return payload
 
 
 def summarize(
-    minutes: float, baseline: Tally, soak: Tally, rss: list[tuple[float, float]], baseline_s: float, ready: int
+    minutes: float,
+    baseline: Tally,
+    soak: Tally,
+    rss: list[tuple[float, float]],
+    soak_started: float,
+    ready: int,
+    *,
+    good_rate: float | None = None,
 ) -> dict[str, Any]:
-    soak_rss = [mib for t, mib in rss if t >= baseline_s]
-    warm = soak_rss[max(1, len(soak_rss) // 5)] if len(soak_rss) > 2 else float("nan")  # after a fifth of the soak
-    growth = (max(soak_rss[len(soak_rss) // 5 :]) - warm) / warm * 100 if len(soak_rss) > 2 else float("nan")
+    """``rss``: (seconds since start, MiB) samples. Warm-up is the soak's first fifth (at least a minute); growth
+    compares the median RSS of the last minute with that of the first minute after warm-up (a leak climbs; the
+    in-flight decodes of the biggest images come and go), and the peak after warm-up is reported beside it."""
+    warm_end = soak_started + max(60.0, minutes * 60 / 5)
+    after = [(t, mib) for t, mib in rss if t >= warm_end]
+    if len(after) > 2:
+        first = float(np.median([mib for t, mib in after if t < after[0][0] + 60]))
+        last = float(np.median([mib for t, mib in after if t > after[-1][0] - 60]))
+        growth: float | None = round((last - first) / first * 100, 1)
+        peak: float | None = round((max(mib for _, mib in after) - first) / first * 100, 1)
+    else:
+        first, last, growth, peak = float("nan"), float("nan"), None, None
 
     def pct(values: list[float], q: float) -> float | None:
         return round(float(np.percentile(values, q)), 1) if values else None
@@ -243,9 +288,12 @@ def summarize(
     good_5xx = sum(n for (kind, outcome), n in soak.outcomes.items() if kind == "good" and outcome.startswith("5"))
     return {
         "minutes": minutes,
+        "good_rate_per_s": None if good_rate is None else round(good_rate, 1),
         "rss_mib": rss,
-        "rss_after_warmup_mib": warm,
-        "rss_growth_after_warmup_pct": round(growth, 1),
+        "rss_after_warmup_mib": first,
+        "rss_last_minute_mib": last,
+        "rss_growth_after_warmup_pct": growth,
+        "rss_peak_over_warmup_pct": peak,
         "responses": outcomes,
         "total_5xx": fives,
         "good_5xx": good_5xx,
@@ -265,13 +313,16 @@ def summarize(
 
 def render(payload: dict[str, Any]) -> str:
     lines = [f"# Soak: {payload['minutes']:g} min", ""]
+    if payload.get("good_rate_per_s") is not None:
+        lines += [f"Good clients: {GOOD_CLIENTS}, {payload['good_rate_per_s']} requests/s in all.", ""]
     base, loaded = payload["good_unloaded"], payload["good_loaded"]
     lines += ["| good clients | requests | p50 ms | p99 ms |", "|---|---|---|---|"]
     lines += [f"| unloaded | {base['requests']} | {base['p50_ms']} | {base['p99_ms']} |"]
     lines += [f"| beside hostile + slow | {loaded['requests']} | {loaded['p50_ms']} | {loaded['p99_ms']} |", ""]
     lines += [
-        f"RSS after warm-up {payload['rss_after_warmup_mib']} MiB; growth after warm-up "
-        f"{payload['rss_growth_after_warmup_pct']} %; 5xx: {payload['total_5xx']} "
+        f"RSS after warm-up {payload['rss_after_warmup_mib']} MiB (median of a minute), last minute "
+        f"{payload['rss_last_minute_mib']} MiB: growth after warm-up {payload['rss_growth_after_warmup_pct']} %, "
+        f"peak {payload['rss_peak_over_warmup_pct']} % over; 5xx: {payload['total_5xx']} "
         f"(good clients: {payload['good_5xx']}); ready at the end: {payload['ready_at_end']}",
         "",
         "| client kind | outcomes |",

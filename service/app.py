@@ -27,7 +27,7 @@ from vitserve.service.http import admin_api, api, fleet_api
 from vitserve.service.http.errors import install_error_handlers
 from vitserve.service.http.hardening import install_hardening
 from vitserve.service.http.metrics import Metrics
-from vitserve.service.http.middleware import BodyLimitMiddleware, ServingMiddleware
+from vitserve.service.http.middleware import BodyBudget, BodyLimitMiddleware, ServingMiddleware
 from vitserve.service.http.request_middleware import RequestMiddleware
 from vitserve.service.inputs.decode_pool import DecodePool
 from vitserve.service.inputs.fetch import Resolver, UrlFetcher, UrlPolicy, system_resolver
@@ -98,7 +98,12 @@ def create_app(
     def body_limit(path: str) -> int:
         return settings.max_upload_bytes if path.startswith("/admin/") else settings.max_body_bytes
 
-    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit_for=body_limit,
+        budget=BodyBudget(settings.max_bodies_bytes),
+        budgeted=lambda path: not path.startswith("/admin/"),  # one token holder's upload: its own cap
+    )
     install_hardening(app, settings)  # admin gate, body-read deadline: before any body byte is read
     app.add_middleware(ServingMiddleware, metrics=res.metrics, is_draining=lambda: res.lifecycle.draining)
     # Outermost: request ids, access log and traces cover every answer, refusals and 500s included.

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(10.0, gt=0)  # deadline of one request from arrival; past it → 504
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)  # request body cap (classify); also the per-image cap
     max_upload_bytes: int = Field(2 * 1024**3, ge=1024)  # admin checkpoint upload body cap
+    # Bytes of request bodies (all but /admin) held at once, over every connection; beyond → 503 + Retry-After.
+    # Bounds what concurrent bodies take of memory and of the temporary directory (multipart spill files).
+    max_bodies_bytes: int = Field(256 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=1)  # width × height from the header, checked before decoding
     max_images: int = Field(32, ge=1)  # images per classify request
     max_top_k: int = Field(100, ge=1)  # top_k is also bounded by the model's class count
@@ -131,6 +134,8 @@ class Settings(BaseSettings):
             raise ValueError("url_timeout_s must be >= url_connect_timeout_s")
         if self.admin_port is not None and self.admin_socket is not None:
             raise ValueError("set at most one of admin_port and admin_socket")
+        if self.max_bodies_bytes < self.max_body_bytes:
+            raise ValueError("max_bodies_bytes must be >= max_body_bytes: a body at the cap could never be received")
         if self.max_images > self.max_in_flight:
             raise ValueError(
                 f"max_images ({self.max_images}) must be <= queue_size + max_batch_size ({self.max_in_flight}): "

@@ -1,6 +1,6 @@
-"""ASGI middleware: request metrics, refusal while draining, and the request body cap.
+"""ASGI middleware: request metrics, refusal while draining, and the request body caps.
 
-Plain ASGI (not ``BaseHTTPMiddleware``) so that bodies stream through untouched and the cap counts bytes as
+Plain ASGI (not ``BaseHTTPMiddleware``) so that bodies stream through untouched and the caps count bytes as
 they arrive: a client cannot make the server buffer more than the cap, whatever Content-Length claims.
 """
 
@@ -11,18 +11,46 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vitserve.service.http.errors import PayloadTooLarge, ShuttingDown, error_response
+from vitserve.service.http.errors import Overloaded, PayloadTooLarge, ShuttingDown, error_response
 from vitserve.service.http.metrics import Metrics
 
 # Always answered, even while draining: orchestrators poll them to see the drain.
 PROBE_PATHS = ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready")
 
 
-class BodyLimitMiddleware:
-    """413 when a body exceeds ``limit_for(path)`` bytes: at once from Content-Length, else while streaming."""
+class BodyBudget:
+    """Bytes of request bodies held at once, over every request: bounds the memory (and the multipart files
+    spilled to the temporary directory) that concurrent bodies can take, however many connections send them.
+    Used from the event loop only."""
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
-        self.app, self.limit_for = app, limit_for
+    def __init__(self, limit: int) -> None:
+        self.limit, self.held = limit, 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
+class BodyLimitMiddleware:
+    """413 when a body exceeds ``limit_for(path)`` bytes: at once from Content-Length, else while streaming.
+
+    With a ``budget``, the bodies of paths ``budgeted(path)`` also share it: a request's bytes count from
+    arrival (its Content-Length at once) until its answer is sent, and a body that does not fit is a 503 with
+    Retry-After: at once when Content-Length says so, unread; else when the chunk that overflows arrives."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit_for: Callable[[str], int],
+        budget: BodyBudget | None = None,
+        budgeted: Callable[[str], bool] = lambda path: True,
+    ) -> None:
+        self.app, self.limit_for, self.budget, self.budgeted = app, limit_for, budget, budgeted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -36,18 +64,37 @@ class BodyLimitMiddleware:
             )
             await response(scope, receive, send)
             return
-        seen = 0
+        budget = self.budget if self.budget is not None and self.budgeted(scope["path"]) else None
+        seen = held = 0
+        if budget is not None and declared.isdigit():
+            if not budget.take(int(declared)):
+                busy = _busy()
+                await error_response(busy.code, str(busy), busy.status, busy.headers())(scope, receive, send)
+                return
+            held = int(declared)
 
         async def capped_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, held
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+                if budget is not None and seen > held:
+                    if not budget.take(seen - held):
+                        raise _busy()
+                    held = seen
             return message
 
-        await self.app(scope, capped_receive, send)
+        try:
+            await self.app(scope, capped_receive, send)
+        finally:
+            if budget is not None:
+                budget.give(held)
+
+
+def _busy() -> Overloaded:
+    return Overloaded("the server is receiving too many request bodies at once; retry shortly", retry_after_s=1)
 
 
 class ServingMiddleware:

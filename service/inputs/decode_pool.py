@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,6 +19,10 @@ from vitserve.vit.preprocess import transform
 # Non-JPEG images with more pixels than this decode in the large lane (one thread): a client sending the biggest
 # images the cap allows (seconds of decoding each) queues behind itself instead of taking every decode worker.
 LARGE_PIXELS = 8_000_000
+# The large lane's thread runs this much nicer than the rest of the process (Linux schedules threads one by one):
+# when the CPUs are busy, ordinary requests' decoding and inference go first, and a huge image takes what is
+# left instead of an equal share (see docs/decisions.md, "Decode lanes"). Raising niceness needs no privilege.
+LARGE_LANE_NICENESS = 10
 
 
 class DecodePool:
@@ -25,7 +32,12 @@ class DecodePool:
     def __init__(self, workers: int, limits: DecodeLimits) -> None:
         self.limits = limits
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
-        self._large = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode-large")
+        self._large = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="decode-large",
+            initializer=_lower_priority,
+            initargs=(LARGE_LANE_NICENESS,),
+        )
 
     async def prepare(self, data: bytes, cfg: DataConfig, *, deadline: float | None = None) -> tuple[np.ndarray, float]:
         """``(3, img_size, img_size)`` float32 and the milliseconds it took, waiting for a free worker included
@@ -52,6 +64,13 @@ class DecodePool:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._large.shutdown(wait=False, cancel_futures=True)
+
+
+def _lower_priority(niceness: int) -> None:
+    """Make the calling thread ``niceness`` nicer than it is (no-op where threads cannot be reniced)."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or a sandbox that refuses setpriority
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness))
 
 
 def _check_deadline(deadline: float | None) -> None:

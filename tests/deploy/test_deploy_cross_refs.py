@@ -151,6 +151,24 @@ def test_store_volume_is_mounted_at_the_store_root(rendered: dict[str, list[Mani
     assert not mount.get("readOnly"), "the admin API publishes into the store"
 
 
+@pytest.mark.parametrize("build", SERVING)
+def test_the_temporary_directory_is_bounded_and_holds_what_bodies_may_spill(
+    rendered: dict[str, list[Manifest]], build: str
+) -> None:
+    objects = rendered[build]
+    deployment = find(objects, "Deployment")
+    (mount,) = [m for m in container(deployment)["volumeMounts"] if m["mountPath"] == "/tmp"]
+    (volume,) = [v for v in pod_spec(deployment)["volumes"] if v["name"] == mount["name"]]
+    size = volume["emptyDir"]["sizeLimit"]
+    assert size.endswith("Gi"), size
+    data = settings_data(objects)
+    spill = sum(
+        int(data.get(f"VITSERVE_{name.upper()}", Settings.model_fields[name].default))
+        for name in ("max_bodies_bytes", "max_upload_bytes")
+    )
+    assert int(size[:-2]) * 1024**3 >= spill
+
+
 @pytest.mark.parametrize("build", TRAINING)
 def test_training_publishes_into_the_serving_store(rendered: dict[str, list[Manifest]], build: str) -> None:
     job = find(rendered[build], "Job")

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -230,3 +231,88 @@ async def test_large_images_do_not_take_the_decode_workers_of_small_ones() -> No
     finally:
         pool.close()
     assert finished[-1] == "big", finished
+
+
+async def test_large_lane_runs_nicer_than_the_other_decode_workers() -> None:
+    from vitserve.service.inputs.decode_pool import LARGE_LANE_NICENESS, DecodePool
+    from vitserve.vit.decode import DecodeLimits
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    pool = DecodePool(1, DecodeLimits())
+    try:
+        ordinary = pool._executor.submit(niceness).result()
+        large = pool._large.submit(niceness).result()
+    finally:
+        pool.close()
+    assert large == min(19, ordinary + LARGE_LANE_NICENESS) and large > ordinary
+
+
+async def test_concurrent_bodies_share_one_byte_budget(make_settings: Any, factory: FakeFactory) -> None:
+    settings = make_settings(max_body_bytes=64 * 1024, max_bodies_bytes=100 * 1024)
+    app = create_app(settings, engine_factory=factory)
+    held_open = asyncio.Event()
+    release = asyncio.Event()
+    half = b"\0" * (30 * 1024)
+
+    async def slow_body() -> dict[str, Any]:  # 60 KiB declared, sent in two halves with a pause between
+        if not held_open.is_set():
+            held_open.set()
+            return {"type": "http.request", "body": half, "more_body": True}
+        await release.wait()
+        return {"type": "http.request", "body": half, "more_body": False}
+
+    async def post(receive: Receive, headers: list[tuple[bytes, bytes]]) -> tuple[int, dict[str, str]]:
+        answer: dict[str, Any] = {}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+                answer["headers"] = {k.decode(): v.decode() for k, v in message["headers"]}
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/classify",
+            "raw_path": b"/classify",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"testserver"), (b"content-type", b"image/png"), *headers],
+            "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 8000),
+        }
+        await app(scope, receive, send)
+        return answer["status"], answer["headers"]
+
+    reads = 0
+
+    def one_chunk(size: int) -> Receive:
+        async def receive() -> dict[str, Any]:
+            nonlocal reads
+            reads += 1
+            return {"type": "http.request", "body": b"\0" * size, "more_body": False}
+
+        return receive
+
+    declared = [(b"content-length", str(60 * 1024).encode())]
+    async with running(app):
+        first = asyncio.create_task(post(slow_body, declared))
+        await held_open.wait()
+        # 60 KiB held: another 60 KiB declared body is refused unread; one with no length, when it overflows.
+        status, headers = await post(one_chunk(60 * 1024), declared)
+        assert (status, reads, headers["retry-after"]) == (503, 0, "1")
+        status, _ = await post(one_chunk(50 * 1024), [])
+        assert (status, reads) == (503, 1)
+        release.set()
+        assert (await first)[0] == 400  # the first body was received whole (zeros are not an image)
+        status, _ = await post(one_chunk(60 * 1024), declared)  # the budget is free again
+        assert status == 400 and reads == 2
+
+
+def test_body_budget_must_hold_one_body() -> None:
+    with pytest.raises(ValueError, match="max_bodies_bytes"):
+        Settings(max_body_bytes=2048, max_bodies_bytes=1024)

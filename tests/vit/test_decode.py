@@ -16,6 +16,7 @@ from tests.vit.photos import encode, gif_with_screen, jpeg_with_size, mosaic, ph
 from vitserve.vit.config import DataConfig
 from vitserve.vit.decode import DRAFT_MARGIN, DecodeLimits, decode_image, draft_scale
 from vitserve.vit.image_errors import ImageError, ImageTooLarge, InvalidImage, UnsupportedImageType
+from vitserve.vit.image_modes import wide_to_uint8
 from vitserve.vit.preprocess import transform
 
 
@@ -112,6 +113,14 @@ def test_i16_is_scaled_not_clipped() -> None:
     out = decoded(encode(image, "PNG"))
     assert_close(out, np.repeat(expected[..., None], 3, axis=2), 0.0)
     assert out.mean() < 200  # clipping to 255 would make it almost white
+
+
+def test_every_16_bit_value_scales_to_its_rounded_8_bit_level() -> None:
+    every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    expected = np.rint(every / 257.0).astype(np.uint8)
+    np.testing.assert_array_equal(wide_to_uint8(every, "I;16"), expected)
+    np.testing.assert_array_equal(wide_to_uint8(every.byteswap().view(">u2"), "I;16B"), expected)
+    np.testing.assert_array_equal(wide_to_uint8(every.astype(np.int32), "I"), expected)
 
 
 def test_mode_i_in_16_bit_range_and_outside_it() -> None:
