@@ -7,7 +7,8 @@ not, would lengthen every queue. First the good clients alone at that rate (the 
 hostile JSON bodies (a huge entry list, deep nesting), undecodable and refused images, the worst allowed image
 (a 16-bit PNG at the pixel cap), refused URLs, unauthenticated admin uploads, and slow clients (partial headers,
 trickled bodies, silent connections). Reports the server's RSS over time, responses by kind and status, and the
-good clients' p50/p99 against the baseline. Every client talks to 127.0.0.1 only.
+good clients' p50/p99 against the baseline. Every client talks to 127.0.0.1 only; the hostile and slow ones
+run in a process of their own, at a lower CPU priority (see ``others``).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import contextlib
 import io
 import json
 import logging
+import multiprocessing
 import os
 import socket
 import subprocess
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,7 @@ logger = logging.getLogger(__name__)
 GOOD_CLIENTS = 4
 GOOD_LOAD = 0.5  # the good clients' request rate, as a fraction of the capacity measured first
 CAPACITY_PROBE_S = 15.0
+CLIENTS_NICENESS = 10  # the hostile and slow clients' process (see ``others``)
 ADMIN_TOKEN = "soak-admin-token-0123456789"
 CLIENT_HEADER = "x-soak-client"  # the soak's "trusted proxy" header: each kind of client is its own client
 SERVER_ENV = {
@@ -204,23 +208,46 @@ async def run_phase(
     good_rate: float | None = None,
 ) -> None:
     """``seconds`` of good clients (at ``good_rate`` requests/s in all, else back to back), with the hostile
-    and slow ones when ``hostile``."""
+    and slow ones when ``hostile``: those run in a process of their own (``others``) so that building and
+    sending their bodies never delays the good clients' event loop, and their outcomes join ``tally``."""
     until = time.monotonic() + seconds
     jpegs = realistic_jpegs(quality=85)
     interval = GOOD_CLIENTS / good_rate if good_rate else None
-    tasks: list[Awaitable[None]] = [good_client(url, jpegs, until, tally, i, interval) for i in range(GOOD_CLIENTS)]
-    if hostile:
-        requests = await asyncio.to_thread(hostile_requests)
-        port = int(url.rsplit(":", 1)[1])
-        tasks += [hostile_client(url, requests, until, tally) for _ in range(2)]
-        tasks += [slow_client("127.0.0.1", port, until, tally, style) for style in ("headers", "body", "silent")]
+    tasks: list[Awaitable[Any]] = [good_client(url, jpegs, until, tally, i, interval) for i in range(GOOD_CLIENTS)]
 
     async def ticker() -> None:
         while time.monotonic() < until:
             on_tick()
             await asyncio.sleep(5)
 
-    await asyncio.gather(*tasks, ticker())
+    with contextlib.ExitStack() as stack:
+        if hostile:
+            spawn = multiprocessing.get_context("spawn")
+            executor = stack.enter_context(ProcessPoolExecutor(max_workers=1, mp_context=spawn))
+            tasks.append(asyncio.get_running_loop().run_in_executor(executor, others, url, seconds))
+        results = await asyncio.gather(*tasks, ticker())
+    if hostile:
+        tally.outcomes.update(results[GOOD_CLIENTS].outcomes)
+
+
+def others(url: str, seconds: float) -> Tally:
+    """The hostile and slow clients for ``seconds`` (run in a child process); returns their outcomes.
+
+    The process runs at niceness +10: on one machine the load generator competes with the server for the CPUs,
+    and these clients stand for other machines, whose work costs the server nothing but what they send."""
+    os.nice(CLIENTS_NICENESS)
+    tally = Tally()
+
+    async def clients() -> None:
+        until = time.monotonic() + seconds
+        requests = hostile_requests()
+        port = int(url.rsplit(":", 1)[1])
+        tasks = [hostile_client(url, requests, until, tally) for _ in range(2)]
+        tasks += [slow_client("127.0.0.1", port, until, tally, style) for style in ("headers", "body", "silent")]
+        await asyncio.gather(*tasks)
+
+    asyncio.run(clients())
+    return tally
 
 
 def run_soak(out: Path, *, minutes: float, engine: str = "auto", baseline_s: float = 30.0) -> dict[str, Any]:
@@ -229,6 +256,7 @@ def run_soak(out: Path, *, minutes: float, engine: str = "auto", baseline_s: flo
     from vitserve.runtime.engine import resolve_kind
 
     out.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request would cost the load generator CPU
     with bench_workdir() as workdir:
         store, card = bench_store(QUICK_CONFIG, DataConfig(img_size=64), workdir / "store")
         with soak_server(store.root, card.ref, resolve_kind(engine, "CPU"), workdir / "serve.log") as (url, pid):
