@@ -63,6 +63,8 @@ class Tally:
 
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
     good_ms: list[float] = field(default_factory=list)
+    # Per good answer: the server's own account (total, decode, queue, infer ms), to say where slow ones waited.
+    good_stages: list[tuple[float, float, float, float]] = field(default_factory=list)
 
     def count(self, kind: str, outcome: str) -> None:
         self.outcomes[(kind, outcome)] += 1
@@ -141,6 +143,9 @@ async def good_client(
                 tally.count("good", str(r.status_code))
                 if r.status_code == 200:
                     tally.good_ms.append((time.perf_counter() - started) * 1e3)
+                    body = r.json()
+                    t = body["results"][0]["timings"]
+                    tally.good_stages.append((body["total_ms"], t["decode_ms"], t["queue_ms"], t["infer_ms"]))
             except httpx.HTTPError as err:
                 tally.count("good", type(err).__name__)
             i += 1
@@ -334,9 +339,22 @@ def summarize(
             "requests": len(soak.good_ms),
             "p50_ms": pct(soak.good_ms, 50),
             "p99_ms": pct(soak.good_ms, 99),
+            "slowest_1pct": slowest(soak),
         },
         "ready_at_end": ready == 200,
     }
+
+
+def slowest(tally: Tally) -> dict[str, float] | None:
+    """Medians over the slowest 1 % of good answers (by client latency): the client's ms and the server's own
+    total, decode, queue and infer ms; the difference between client and server total is outside the app
+    (connection, HTTP parsing, the client's own scheduling)."""
+    if len(tally.good_ms) < 100 or len(tally.good_stages) != len(tally.good_ms):
+        return None
+    order = np.argsort(tally.good_ms)[-len(tally.good_ms) // 100 :]
+    rows = np.array([(tally.good_ms[i], *tally.good_stages[i]) for i in order])
+    names = ("client_ms", "server_total_ms", "decode_ms", "queue_ms", "infer_ms")
+    return {name: round(float(v), 1) for name, v in zip(names, np.median(rows, axis=0), strict=True)}
 
 
 def render(payload: dict[str, Any]) -> str:
@@ -347,6 +365,12 @@ def render(payload: dict[str, Any]) -> str:
     lines += ["| good clients | requests | p50 ms | p99 ms |", "|---|---|---|---|"]
     lines += [f"| unloaded | {base['requests']} | {base['p50_ms']} | {base['p99_ms']} |"]
     lines += [f"| beside hostile + slow | {loaded['requests']} | {loaded['p50_ms']} | {loaded['p99_ms']} |", ""]
+    if loaded.get("slowest_1pct"):
+        lines += [
+            "Slowest 1 % beside hostile + slow (medians, ms): "
+            + ", ".join(f"{k.removesuffix('_ms')} {v:g}" for k, v in loaded["slowest_1pct"].items()),
+            "",
+        ]
     lines += [
         f"RSS after warm-up {payload['rss_after_warmup_mib']} MiB (median of a minute), last minute "
         f"{payload['rss_last_minute_mib']} MiB: growth after warm-up {payload['rss_growth_after_warmup_pct']} %, "

@@ -9,6 +9,7 @@ def test_summary_counts_5xx_and_growth_after_warmup() -> None:
     baseline, soak = Tally(), Tally()
     baseline.good_ms += [10.0] * 99 + [20.0]
     soak.good_ms += [12.0] * 99 + [30.0]
+    soak.good_stages += [(10.0, 2.0, 1.0, 5.0)] * 99 + [(28.0, 2.0, 20.0, 5.0)]
     soak.count("good", "200")
     soak.count("good", "503")
     soak.count("json_deep", "413")
@@ -28,6 +29,9 @@ def test_summary_counts_5xx_and_growth_after_warmup() -> None:
     text = render(payload)
     assert "growth after warm-up 5.0 %" in text and "| json_deep | 413: 1 |" in text
     assert "12.3 requests/s" in text
+    slow = payload["good_loaded"]["slowest_1pct"]
+    assert slow == {"client_ms": 30.0, "server_total_ms": 28.0, "decode_ms": 2.0, "queue_ms": 20.0, "infer_ms": 5.0}
+    assert "Slowest 1 % beside hostile + slow (medians, ms): client 30, server_total 28, decode 2, queue 20" in text
 
 
 def test_summary_of_a_soak_too_short_to_judge() -> None:
