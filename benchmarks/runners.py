@@ -96,7 +96,7 @@ def _ours_openvino(precision: str) -> Callable[[BenchContext], Built]:
     def build(ctx: BenchContext) -> Built:
         from vitserve.runtime.openvino_engine import openvino_engine_for
 
-        _require_precision(precision)
+        require_precision(precision)
         engine = openvino_engine_for(
             ctx.store, ctx.card, batch_sizes=ctx.batch_sizes, precision=precision, threads=ctx.threads
         )
@@ -126,7 +126,7 @@ def _torch_eager(autocast_bf16: bool) -> Callable[[BenchContext], Built]:
     def build(ctx: BenchContext) -> Built:
         import torch
 
-        _require_precision("bf16" if autocast_bf16 else "fp32")
+        require_precision("bf16" if autocast_bf16 else "fp32")
         torch.set_num_threads(ctx.threads)
         model = ctx.timm_model()
 
@@ -174,7 +174,7 @@ def _peer_openvino(precision: str) -> Callable[[BenchContext], Built]:
 
         from vitserve.runtime.cpu_precision import precision_name
 
-        _require_precision(precision)
+        require_precision(precision)
         config = {
             "INFERENCE_NUM_THREADS": ctx.threads,
             "PERFORMANCE_HINT": "LATENCY",
@@ -192,7 +192,7 @@ class Unsupported(RuntimeError):
     """This runner cannot run meaningfully on this machine (the reason is reported, not raised)."""
 
 
-def _require_precision(precision: str) -> None:
+def require_precision(precision: str) -> None:
     """Refuse a bf16 runner where the CPU would only emulate bf16 (slower than fp32, and not what it claims)."""
     from vitserve.runtime.cpu_precision import isa_cap, native_bf16
 
@@ -224,6 +224,14 @@ RUNNERS: tuple[RunnerSpec, ...] = (
     RunnerSpec("onnxruntime", "int8", "peer", "torch-export", _peer_ort("int8")),
     RunnerSpec("openvino", "bf16", "peer", "torch-export", _peer_openvino("bf16")),
 )
+
+
+def runner_spec(label: str) -> RunnerSpec:
+    """The runner called ``label`` (``RunnerSpec.label``, e.g. ``"openvino[torch-export] fp32"``)."""
+    for spec in RUNNERS:
+        if spec.label == label:
+            return spec
+    raise KeyError(f"no runner {label!r}; known: {', '.join(spec.label for spec in RUNNERS)}")
 
 
 @contextlib.contextmanager
