@@ -7,7 +7,14 @@ For each concurrency (1, 4, 16, 64) clients POST 500×375 JPEGs (scikit-image's 
 over 127.0.0.1 and we record throughput, p50/p95/p99 latency and the mean batch size the server achieved
 (from /metrics). Then, with the server stopped, the same engine runs in-process on preprocessed images at
 the same batch sizes: e2e ÷ engine-only says what HTTP, decoding and batching cost. Also reports the
-preprocessing time of one JPEG on one core. Writes http.json, http.md and http.png to --out.
+preprocessing time of one JPEG on one core, and /healthz latency while 16 and 64 clients load the server.
+
+In the same run, on the same JPEGs and concurrency levels (``--no-peers`` leaves them out): our server at
+reduced precision (int8; bf16 where the CPU has it) and the peer servers (``peer_servers``: LitServe with
+PyTorch or OpenVINO, a plain FastAPI + PyTorch app, LitServe with a no-op model), each serving the same
+weights with the same preprocessing and checked against our answer before it is timed (``http_peers``). All
+servers start together and are measured one at a time, the others paused (``server_fleet``). Writes
+http.json, http.md and http.png to --out.
 """
 
 from __future__ import annotations
@@ -18,20 +25,20 @@ import contextlib
 import functools
 import io
 import logging
-import os
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from vitserve.benchmarks import report
+from vitserve.benchmarks import http_peers, report
 from vitserve.benchmarks.engine_bench import QUICK_CONFIG, bench_store
+from vitserve.benchmarks.peer_servers import HEALTH_PATH, PEER_KINDS, PREDICT_PATH, REQUEST_TIMEOUT_S, PeerKind
+from vitserve.benchmarks.server_fleet import ServerProcess, ServerSpec, measuring, server_fleet
 from vitserve.benchmarks.timing import Budget, measure, percentile_ms
 from vitserve.model_store.card import Card
 from vitserve.model_store.store import ModelStore
@@ -42,6 +49,7 @@ logger = logging.getLogger(__name__)
 CONCURRENCY = (1, 4, 16, 64)
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat", "immunohistochemistry", "hubble_deep_field")
 JPEG_SIZE = (500, 375)
+READY_TIMEOUT_S = 1800.0  # every server's start-up, together (ViT-B/16 exports and compiles on 2 cores)
 
 
 def realistic_jpegs(size: tuple[int, int] = JPEG_SIZE, quality: int = 90) -> list[bytes]:
@@ -60,9 +68,16 @@ def realistic_jpegs(size: tuple[int, int] = JPEG_SIZE, quality: int = 90) -> lis
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free 127.0.0.1 ports: all are held at once while chosen, so none is handed out twice."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def serve_command() -> list[str]:
@@ -71,52 +86,51 @@ def serve_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "vitserve.admin.main"]
 
 
-@contextlib.contextmanager
-def running_server(
+def ours_spec(
     store: ModelStore,
     card: Card,
     *,
     engine: str,
+    precision: str,
     max_batch_size: int,
     threads: int,
-    log_path: Path,
+    port: int,
     max_delay_ms: float = 0.0,
-) -> Iterator[str]:
-    """Start ``vitserve serve`` on a free 127.0.0.1 port, wait until /readyz, yield its URL, stop it."""
-    port = free_port()
+) -> ServerSpec:
+    """``vitserve serve`` on 127.0.0.1:``port`` with ``engine`` at ``precision`` and ``threads`` engine threads."""
     command = [*serve_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--store", str(store.root)]
-    command += ["--model", card.ref, "--engine", engine, "--max-batch-size", str(max_batch_size)]
-    command += ["--queue-size", "256", "--max-delay-ms", str(max_delay_ms), "--log-level", "WARNING"]
-    env = {**os.environ, "VITSERVE_ENGINE_THREADS": str(threads), "VITSERVE_REQUEST_TIMEOUT_S": "300"}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            _wait_ready(url, process, timeout_s=900)
-        except (RuntimeError, TimeoutError) as err:
-            tail = log_path.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{err}; its log ends:\n{tail}") from err
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    command += ["--model", card.ref, "--engine", engine, "--engine-precision", precision]
+    command += ["--max-batch-size", str(max_batch_size), "--queue-size", "256", "--max-delay-ms", str(max_delay_ms)]
+    command += ["--log-level", "WARNING"]
+    # int8 runs on ONNX Runtime whichever CPU engine is asked for (runtime/openvino_engine.py hands it over).
+    ran = "onnxruntime" if precision == "int8" and engine != "mindspore" else engine
+    return ServerSpec(
+        label=f"vitserve[{ran}] {precision}",
+        role="ours",
+        precision=precision,
+        command=command,
+        port=port,
+        health_path="/readyz",
+        predict_path="/classify",
+        env={"VITSERVE_ENGINE_THREADS": str(threads), "VITSERVE_REQUEST_TIMEOUT_S": str(REQUEST_TIMEOUT_S)},
+    )
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vitserve serve exited with {process.returncode} before it was ready")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"vitserve serve was not ready within {timeout_s} s")
+def peer_spec(kind: PeerKind, store: ModelStore, card: Card, threads: int, port: int, workdir: Path) -> ServerSpec:
+    """A peer server process (``peer_servers``) serving ``card``'s weights on 127.0.0.1:``port``."""
+    scratch = workdir / kind.name  # its own: servers start together, and two must not export into one file
+    scratch.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "vitserve.benchmarks.peer_servers", "--kind", kind.name, "--port", str(port)]
+    command += ["--store", str(store.root), "--model", card.ref, "--threads", str(threads), "--workdir", str(scratch)]
+    return ServerSpec(
+        label=kind.label,
+        role=kind.role,
+        precision=kind.precision,
+        command=command,
+        port=port,
+        health_path=HEALTH_PATH,
+        predict_path=PREDICT_PATH,
+    )
 
 
 def batch_counters(url: str) -> tuple[float, float]:
@@ -134,8 +148,11 @@ def batch_counters(url: str) -> tuple[float, float]:
     return images, calls
 
 
-async def sweep_level(url: str, jpegs: Sequence[bytes], concurrency: int, requests: int) -> dict[str, Any]:
-    """``concurrency`` clients send ``requests`` single-image requests in all; latency of each, throughput."""
+async def sweep_level(
+    url: str, jpegs: Sequence[bytes], concurrency: int, requests: int, path: str = "/classify"
+) -> dict[str, Any]:
+    """``concurrency`` clients send ``requests`` single-image requests in all (a multipart ``file`` and ``top_k``
+    5, which every server here reads) to ``url + path``; latency of each, throughput."""
     latencies: list[float] = []
     failures: dict[str, int] = {}
     counter = iter(range(requests))
@@ -145,7 +162,7 @@ async def sweep_level(url: str, jpegs: Sequence[bytes], concurrency: int, reques
         for i in counter:
             files = {"file": (f"photo{i}.jpg", jpegs[i % len(jpegs)], "image/jpeg")}
             t0 = time.perf_counter()
-            response = await client.post(f"{url}/classify", files=files, params={"top_k": 5})
+            response = await client.post(f"{url}{path}", files=files, data={"top_k": "5"})
             if response.status_code == 200:
                 latencies.append(time.perf_counter() - t0)
             else:
@@ -213,44 +230,51 @@ def run_http_bench(
     requests_per_client: int = 4,
     max_batch_size: int = 8,
     max_delay_ms: float = 0.0,
+    peers: bool = True,
+    peer_requests_per_client: int | None = None,
 ) -> dict[str, Any]:
-    """Run the sweep against a fresh server and write http.json/.md/.png into ``out``; returns the payload."""
+    """Run the sweep against a fresh server and write http.json/.md/.png into ``out``; returns the payload.
+
+    With ``peers``, the same run also sweeps our server at reduced precision and the peer servers
+    (``peer_servers.PEER_KINDS``), ``peer_requests_per_client`` requests per client each (default: 2 with
+    ``--quick``, else ``requests_per_client``), and adds the ``peers`` section.
+    """
     from vitserve.benchmarks.runners import bench_workdir
     from vitserve.runtime.engine import resolve_kind
     from vitserve.runtime.onnx_engine import default_threads
 
     threads = threads or default_threads()
+    per_peer_client = peer_requests_per_client or (requests_per_client if full else 2)
     with bench_workdir() as workdir:
         variant = get_variant("vit_base_patch16_224")
         config, data = (variant.config, variant.data) if full else (QUICK_CONFIG, DataConfig(img_size=64))
         store, card = bench_store(config, data, workdir / "store")
         kind = resolve_kind(engine, "CPU")
         jpegs = realistic_jpegs()
-        levels = []
-        with running_server(
+        ours = functools.partial(
+            ours_spec,
             store,
             card,
             engine=kind,
             max_batch_size=max_batch_size,
             threads=threads,
-            log_path=workdir / "serve.log",
             max_delay_ms=max_delay_ms,
-        ) as url:
-            asyncio.run(sweep_level(url, jpegs, 2, 4))  # first requests: connection set-up, lazy imports
-            for c in concurrency:
-                before = batch_counters(url)
-                level = asyncio.run(sweep_level(url, jpegs, c, max(c * requests_per_client, 8)))
-                after = batch_counters(url)
-                calls = after[1] - before[1]
-                level["mean_batch_size"] = (after[0] - before[0]) / calls if calls else None
-                logger.info(
-                    "concurrency %3d: %.2f img/s, p50 %.0f ms, mean batch %s",
-                    c,
-                    level["images_per_s"],
-                    level["p50_ms"],
-                    level["mean_batch_size"],
-                )
-                levels.append(level)
+        )
+        ports = iter(free_ports(1 + len(http_peers.REDUCED) + len(PEER_KINDS)))
+        main = ours(precision="fp32", port=next(ports))
+        specs: list[ServerSpec] = [main]
+        not_started: list[dict[str, Any]] = []
+        if peers:
+            others, not_started = _other_servers(ours, kind, store, card, threads, ports, workdir)
+            specs += others
+        with server_fleet(specs, workdir, READY_TIMEOUT_S) as servers:
+            if servers[0].error:
+                raise RuntimeError(servers[0].error)
+            with measuring(servers[0]) as url:
+                levels, reference = _sweep_ours(url, jpegs, card, concurrency, requests_per_client)
+            rows = [_server_row(main, levels)]
+            for server in servers[1:]:
+                rows.append(_sweep_other(server, jpegs, reference, concurrency, per_peer_client))
         sizes = sorted({max_batch_size} | {max(1, round(lv["mean_batch_size"] or 1)) for lv in levels})
         engine_rates = engine_only(store, card, kind, sizes, jpegs, threads)
         for level in levels:
@@ -282,13 +306,140 @@ def run_http_bench(
                 "e2e_over_engine_at_max_batch": saturated["images_per_s"] / engine_rates[max_batch_size],
             },
         }
+        if peers:
+            payload["peers"] = _peers_section(rows + not_started, reference, threads, per_peer_client)
         _write_outputs(out, payload)
         return payload
+
+
+def _other_servers(
+    ours: Callable[..., ServerSpec],
+    engine: str,
+    store: ModelStore,
+    card: Card,
+    threads: int,
+    ports: Iterator[int],
+    workdir: Path,
+) -> tuple[list[ServerSpec], list[dict[str, Any]]]:
+    """Our server (``ours(precision=, port=)``, on ``engine``) at each reduced precision and every peer server;
+    the rows of those this machine cannot run."""
+    from vitserve.benchmarks.runners import Unsupported, require_precision
+
+    specs, skipped = [], []
+    for precision in http_peers.REDUCED:
+        spec = ours(precision=precision, port=next(ports))
+        try:
+            if engine == "mindspore" or (precision == "bf16" and engine != "openvino"):
+                raise Unsupported(f"the {engine} engine does not run {precision}")
+            require_precision(precision)
+        except Unsupported as err:
+            skipped.append({"label": spec.label, "role": spec.role, "precision": precision, "skipped": str(err)})
+            continue
+        specs.append(spec)
+    for kind in PEER_KINDS:
+        try:
+            require_precision(kind.precision)
+        except Unsupported as err:
+            skipped.append({"label": kind.label, "role": kind.role, "precision": kind.precision, "skipped": str(err)})
+            continue
+        specs.append(peer_spec(kind, store, card, threads, next(ports), workdir))
+    return specs, skipped
+
+
+def _sweep_ours(
+    url: str, jpegs: Sequence[bytes], card: Card, concurrency: Sequence[int], requests_per_client: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Our fp32 server: the reference answer, then every level (batch sizes from /metrics; /healthz polled at
+    16 and 64 clients). Returns the levels and the reference (JPEG index, top_k, our answer)."""
+    asyncio.run(sweep_level(url, jpegs, 2, 4))  # first requests: connection set-up, lazy imports
+    index = http_peers.reference_jpeg(url, "/classify", jpegs)
+    top_k = min(card.config.num_classes, 100)  # every class our server will return (its max_top_k is 100)
+    reference = {"jpeg": index, "top_k": top_k, "answer": http_peers.classify(url, "/classify", jpegs[index], top_k)}
+    levels = []
+    for c in concurrency:
+        before = batch_counters(url)
+        with contextlib.ExitStack() as stack:
+            probe = stack.enter_context(http_peers.HealthzProbe(url)) if c in http_peers.HEALTHZ_LEVELS else None
+            level = asyncio.run(sweep_level(url, jpegs, c, max(c * requests_per_client, 8)))
+        if probe is not None:
+            level.update(probe.stats())
+        after = batch_counters(url)
+        calls = after[1] - before[1]
+        level["mean_batch_size"] = (after[0] - before[0]) / calls if calls else None
+        logger.info(
+            "concurrency %3d: %.2f img/s, p50 %.0f ms, mean batch %s, /healthz p99 %s ms",
+            c,
+            level["images_per_s"],
+            level["p50_ms"],
+            level["mean_batch_size"],
+            level.get("healthz_p99_ms"),
+        )
+        levels.append(level)
+    return levels, reference
+
+
+def _server_row(spec: ServerSpec, levels: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("concurrency", "requests", "ok", "failures", "images_per_s", "p50_ms", "p95_ms", "p99_ms")
+    row = {"label": spec.label, "role": spec.role, "precision": spec.precision}
+    return {**row, "levels": [{k: lv[k] for k in keys} for lv in levels]}
+
+
+def _sweep_other(
+    server: ServerProcess,
+    jpegs: Sequence[bytes],
+    reference: dict[str, Any],
+    concurrency: Sequence[int],
+    requests_per_client: int,
+) -> dict[str, Any]:
+    """Check ``server``'s answer on the reference JPEG against ours, then sweep it (the no-op server: 1 client).
+    A server that failed to start, answers differently or fails under load is a row with its ``error``."""
+    spec = server.spec
+    row: dict[str, Any] = {"label": spec.label, "role": spec.role, "precision": spec.precision}
+    if server.error:
+        return {**row, "error": server.error}
+    with measuring(server) as url:
+        try:
+            asyncio.run(sweep_level(url, jpegs, 2, 4, spec.predict_path))
+            if spec.role != "overhead":
+                answer = http_peers.classify(url, spec.predict_path, jpegs[reference["jpeg"]], reference["top_k"])
+                row["check"] = check = http_peers.compare(reference["answer"], answer)
+                logger.info("%s: answer on the reference JPEG vs ours: %s", spec.label, check)
+                if not check["same_top1"]:
+                    return {
+                        **row,
+                        "error": f"top-1 {check['top1']} differs from ours ({check['top1_ours']}): not timed",
+                    }
+            levels = [http_peers.LATENCY_CONCURRENCY] if spec.role == "overhead" else concurrency
+            row["levels"] = []
+            for c in levels:
+                level = asyncio.run(sweep_level(url, jpegs, c, max(c * requests_per_client, 4), spec.predict_path))
+                logger.info("%s c=%d: %.2f img/s, p50 %.1f ms", spec.label, c, level["images_per_s"], level["p50_ms"])
+                row["levels"].append(level)
+        except Exception as err:  # a failing peer must not sink the whole benchmark; it is reported
+            logger.exception("%s failed", spec.label)
+            row.pop("levels", None)
+            return {**row, "error": f"{type(err).__name__}: {err}; its log ends:\n{server.log_tail()}"}
+    return row
+
+
+def _peers_section(
+    rows: list[dict[str, Any]], reference: dict[str, Any], threads: int, requests_per_client: int
+) -> dict[str, Any]:
+    noop = next((r for r in rows if r["role"] == "overhead" and r.get("levels")), None)
+    return {
+        "threads": threads,
+        "reference_jpeg": reference["jpeg"],
+        "requests_per_client": requests_per_client,
+        "servers": rows,
+        "ratios": http_peers.ratios(rows),
+        "litserve_noop_p50_ms_at_1": noop["levels"][0]["p50_ms"] if noop else None,
+    }
 
 
 def _write_outputs(out: Path, payload: dict[str, Any]) -> None:
     report.write_json(out / "http.json", payload)
     headers = ["concurrency", "img/s", "p50 ms", "p95 ms", "p99 ms", "mean batch", "engine-only img/s", "e2e/engine"]
+    headers += ["/healthz p50/p99 ms"]
     rows = [
         [
             lv["concurrency"],
@@ -299,6 +450,7 @@ def _write_outputs(out: Path, payload: dict[str, Any]) -> None:
             lv["mean_batch_size"],
             lv["engine_only_images_per_s"],
             lv["e2e_over_engine"],
+            f"{lv['healthz_p50_ms']:.1f} / {lv['healthz_p99_ms']:.1f}" if "healthz_p50_ms" in lv else None,
         ]
         for lv in payload["levels"]
     ]
@@ -312,17 +464,26 @@ def _write_outputs(out: Path, payload: dict[str, Any]) -> None:
         f"- preprocessing one {payload['jpeg']['size'][0]}×{payload['jpeg']['size'][1]} JPEG on one core: "
         f"{payload['preprocess_ms_one_core']:.2f} ms (median)\n"
     )
+    if "peers" in payload:
+        text += http_peers.markdown(payload["peers"], [lv["concurrency"] for lv in payload["levels"]])
     (out / "http.md").write_text(text, encoding="utf-8")
     levels = payload["levels"]
+    series: dict[str, tuple[Sequence[float], Sequence[float]]] = {
+        "throughput (img/s)": ([lv["concurrency"] for lv in levels], [lv["images_per_s"] for lv in levels]),
+        "engine-only at achieved batch": (
+            [lv["concurrency"] for lv in levels],
+            [lv["engine_only_images_per_s"] for lv in levels],
+        ),
+    }
+    for row in payload.get("peers", {}).get("servers", [])[1:]:  # [0] is this server, plotted above
+        if row["role"] != "overhead" and row.get("levels"):
+            series[row["label"]] = (
+                [lv["concurrency"] for lv in row["levels"]],
+                [lv["images_per_s"] for lv in row["levels"]],
+            )
     report.line_plot(
         out / "http.png",
-        {
-            "throughput (img/s)": ([lv["concurrency"] for lv in levels], [lv["images_per_s"] for lv in levels]),
-            "engine-only at achieved batch": (
-                [lv["concurrency"] for lv in levels],
-                [lv["engine_only_images_per_s"] for lv in levels],
-            ),
-        },
+        series,
         title=f"{payload['model']} over HTTP ({payload['engine']})",
         xlabel="concurrent clients",
         ylabel="images/s",
@@ -339,6 +500,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-delay-ms", type=float, default=0.0, help="the server's batch wait (default 0)")
+    parser.add_argument(
+        "--no-peers", action="store_true", help="our fp32 server only (no reduced precision, no peer servers)"
+    )
+    parser.add_argument(
+        "--peer-requests-per-client",
+        type=int,
+        default=None,
+        help="requests per client per level for every server but ours in fp32 (default: 2 with --quick, else 4)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -357,6 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         concurrency=args.concurrency,
         max_batch_size=args.max_batch_size,
         max_delay_ms=args.max_delay_ms,
+        peers=not args.no_peers,
+        peer_requests_per_client=args.peer_requests_per_client,
     )
     print((args.out / "http.md").read_text(encoding="utf-8"))
     print(f"environment: {payload['environment']}")

@@ -34,7 +34,8 @@ import httpx
 import numpy as np
 
 from vitserve.benchmarks.engine_bench import QUICK_CONFIG, bench_store
-from vitserve.benchmarks.http_bench import _wait_ready, free_port, realistic_jpegs, serve_command
+from vitserve.benchmarks.http_bench import free_port, realistic_jpegs, serve_command
+from vitserve.benchmarks.server_fleet import wait_ready
 from vitserve.vit.config import DataConfig
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def soak_server(store_root: Path, ref: str, engine: str, log_path: Path) -> Iter
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, process, timeout_s=600)
+        wait_ready(url, process, timeout_s=600)
         yield url, process.pid
     finally:
         process.terminate()

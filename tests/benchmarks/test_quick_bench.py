@@ -1,4 +1,5 @@
-"""The quick engine benchmark runs end to end and writes well-formed JSON, Markdown and PNG (no timings judged)."""
+"""The quick benchmarks run end to end and write well-formed JSON, Markdown and PNG (no timings judged); the HTTP one
+drives our server and the peer servers, which must answer the reference JPEG as ours does."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from vitserve.benchmarks.peer_servers import PEER_KINDS
 from vitserve.benchmarks.runners import RUNNERS
 from vitserve.runtime.cpu_precision import native_bf16
 
@@ -71,21 +73,78 @@ def test_quick_engine_bench_writes_json_markdown_and_png(tmp_path: Path) -> None
     assert (tmp_path / "engine.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+# The largest softmax-score difference from our fp32 server each precision may show on the reference JPEG. fp32
+# servers differ by ~1e-8 (our server decodes the JPEG at a reduced scale, the peers in full); a server that
+# normalised with the wrong mean/std differs by ~3e-3 with the same top-1, a wrong model by more.
+SCORE_TOLERANCE = {"fp32": 1e-4, "bf16": 2e-3, "int8": 2e-3}
+SERVERS = {
+    "vitserve[openvino] fp32",
+    "vitserve[onnxruntime] int8",
+    "vitserve[openvino] bf16",
+    *(kind.label for kind in PEER_KINDS),
+}
+
+
 @pytest.mark.slow
-def test_quick_http_bench_drives_a_real_server(tmp_path: Path) -> None:
+def test_quick_http_bench_drives_a_real_server_and_the_peer_servers(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "vitserve.benchmarks.http_bench", "--quick", "--out", str(tmp_path)]
-    command += ["--concurrency", "1", "4", "--max-batch-size", "4", "--threads", "1"]
+    command += ["--concurrency", "1", "16", "--max-batch-size", "8", "--threads", "1"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
     payload = json.loads((tmp_path / "http.json").read_text())
     assert payload["engine"] == "openvino"  # what auto picks on CPU
-    assert [level["concurrency"] for level in payload["levels"]] == [1, 4]
+    assert [level["concurrency"] for level in payload["levels"]] == [1, 16]
     for level in payload["levels"]:
         assert level["ok"] == level["requests"] and not level["failures"]  # every request answered 200
         assert level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"]
-        assert 1 <= level["mean_batch_size"] <= 4 and level["e2e_over_engine"] > 0
+        assert 1 <= level["mean_batch_size"] <= 8 and level["e2e_over_engine"] > 0
     assert payload["levels"][0]["mean_batch_size"] == 1  # one client at a time cannot share a batch
+    assert "healthz_p50_ms" not in payload["levels"][0]  # /healthz is polled at 16 and 64 clients only
+    busy = payload["levels"][1]
+    assert busy["healthz_polls"] >= 1 and not busy["healthz_failures"]
+    assert 0 < busy["healthz_p50_ms"] <= busy["healthz_p99_ms"]
     assert payload["jpeg"]["size"] == [500, 375] and payload["preprocess_ms_one_core"] > 0
-    assert (tmp_path / "http.md").read_text().startswith("| concurrency |")
+
+    peers = payload["peers"]
+    assert peers["threads"] == 1 and 0 <= peers["reference_jpeg"] < payload["jpeg"]["count"]
+    rows = {row["label"]: row for row in peers["servers"]}
+    assert set(rows) == SERVERS  # every server measured, or skipped with its reason
+    assert peers["servers"][0]["label"] == "vitserve[openvino] fp32" and "check" not in peers["servers"][0]
+    for label, row in rows.items():
+        assert "error" not in row, (label, row["error"])
+        if row["precision"] == "bf16" and not native_bf16():
+            assert "bf16" in row["skipped"] and "levels" not in row
+            continue
+        assert "skipped" not in row, (label, row["skipped"])
+        expected = [1] if row["role"] == "overhead" else [1, 16]
+        assert [level["concurrency"] for level in row["levels"]] == expected
+        for level in row["levels"]:
+            assert level["ok"] == level["requests"] and not level["failures"] and level["images_per_s"] > 0
+            assert level["p50_ms"] <= level["p99_ms"]
+        if row["role"] == "overhead" or row is peers["servers"][0]:
+            continue
+        # The same model and preprocessing as ours: the reference JPEG's top-1, and its scores, agree.
+        check = row["check"]
+        assert check["same_top1"] and check["top1"] == check["top1_ours"], (label, check)
+        assert check["classes_compared"] == payload["config"]["num_classes"]
+        assert check["max_abs_score_diff"] <= SCORE_TOLERANCE[row["precision"]], (label, check)
+    assert peers["litserve_noop_p50_ms_at_1"] == rows["litserve[no-op]"]["levels"][0]["p50_ms"] > 0
+    ratios = peers["ratios"]
+    expected_ratios = {"ours_fp32_vs_best_fp32_peer_images_per_s_at_16", "ours_p50_vs_best_peer_p50_at_1_fp32"}
+    if native_bf16():
+        expected_ratios |= {
+            "ours_reduced_vs_best_reduced_peer_images_per_s_at_16",
+            "ours_p50_vs_best_peer_p50_at_1_bf16",
+        }
+    assert set(ratios) == expected_ratios
+    for entry in ratios.values():
+        assert entry["value"] > 0 and rows[entry["ours"]]["role"] == "ours" and rows[entry["peer"]]["role"] == "peer"
+
+    table = (tmp_path / "http.md").read_text()
+    assert table.startswith("| concurrency |") and "## Peer servers" in table
+    assert (
+        all(label in table for label, row in rows.items() if "levels" in row)
+        and "Threads: every server is held to 1 (" in table
+    )
     assert (tmp_path / "http.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
