@@ -11,7 +11,7 @@ from vitserve.admin.errors import CommandError
 from vitserve.admin.progress import Steps
 
 EPILOG = """examples:
-  vitserve bench --quick                      tiny model, engine + HTTP, under a minute
+  vitserve bench --quick                      tiny model, engine + HTTP with the peer servers, a few minutes
   vitserve bench --full --out bench-results   ViT-B/16 (tens of minutes on 2 cores)
   vitserve bench --only engine --engines onnxruntime torch --threads 2
   vitserve bench --only engine --model digits-vit --store ./store     a store version's own weights
