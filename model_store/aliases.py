@@ -1,4 +1,5 @@
-"""``<root>/<name>/aliases.json``: alias → version, each alias's earlier versions for rollback, and canaries.
+"""``<root>/<name>/aliases.json``: alias → version, each alias's earlier versions for rollback, and canaries;
+and ``AliasRecords``, the store's moves on it (point, remove, roll back an alias; set and end a canary).
 
 On disk: ``{"aliases": {"production": 3}, "history": {"production": [1, 2]},
 "canaries": {"production": {"version": 4, "weight": 10.0}}}`` (a canary sends ``weight`` percent of the
@@ -9,12 +10,22 @@ replica polling the file sees the old table or the new one.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vitserve.model_store.errors import IntegrityError
+from vitserve.model_store.errors import IntegrityError, ModelNotFound, StoreError
+from vitserve.model_store.promotion import GATED_ALIAS, check_promotion
+from vitserve.model_store.reference import validate_name
 from vitserve.vit.files import write_text_atomic
+
+if TYPE_CHECKING:
+    from vitserve.model_store.card import Card
+
+log = logging.getLogger(__name__)
 
 ALIASES_FILE = "aliases.json"
 
@@ -72,3 +83,127 @@ def write_aliases(model_dir: Path, table: AliasTable) -> None:
         raw["canaries"] = {alias: canary.to_dict() for alias, canary in table.canaries.items()}
     text = json.dumps(raw, indent=2, sort_keys=True) + "\n"
     write_text_atomic(model_dir / ALIASES_FILE, text)
+
+
+class AliasRecords:
+    """The alias and canary moves of ``ModelStore`` (a base class); ``ModelStore`` provides the rest."""
+
+    root: Path
+
+    if TYPE_CHECKING:
+
+        def card(self, name: str, version: int) -> Card: ...
+
+        def _locked(self, name: str) -> contextlib.AbstractContextManager[None]: ...
+
+        def _numbers(self, name: str) -> list[int]: ...
+
+        def _require_numbers(self, name: str) -> list[int]: ...
+
+    def aliases(self, name: str) -> dict[str, int]:
+        validate_name(name)
+        return dict(read_aliases(self.root / name).aliases)
+
+    def set_alias(
+        self, name: str, alias: str, version: int, *, force: bool = False, dataset: str | None = None
+    ) -> Card:
+        """Point ``name@alias`` at ``version``. For ``production`` the move is eval-gated (see
+        ``model_store.promotion.check_promotion``; ``dataset`` names the validation set) unless ``force``."""
+        validate_name(alias, "alias")
+        candidate = self.card(name, version)
+        with self._locked(name):
+            table = read_aliases(self.root / name)
+            if alias == GATED_ALIAS and not force:
+                check_promotion(candidate, self._alias_card(name, table), dataset)
+            table.point(alias, candidate.version)
+            canary = table.canaries.get(alias)
+            if canary is not None and canary.version == candidate.version:
+                del table.canaries[alias]  # promoting the canary's version ends the canary
+            write_aliases(self.root / name, table)
+        log.info("%s@%s → %d", name, alias, candidate.version)
+        return candidate
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        with self._locked(name):
+            table = read_aliases(self.root / name)
+            if alias not in table.aliases:
+                raise ModelNotFound(f"{name}: no alias {alias!r}")
+            del table.aliases[alias]
+            write_aliases(self.root / name, table)
+
+    def rollback(self, name: str, alias: str = GATED_ALIAS) -> Card:
+        """Point ``alias`` back at the version it named before its last move (not gated: a recovery action)."""
+        validate_name(alias, "alias")
+        self._require_numbers(name)
+        with self._locked(name):
+            table = read_aliases(self.root / name)
+            current = table.aliases.get(alias)
+            history = table.history.get(alias, [])
+            existing = set(self._numbers(name))
+            while history and (history[-1] not in existing or history[-1] == current):
+                history.pop()  # skip versions deleted since
+            if not history:
+                raise StoreError(f"{name}@{alias}: no earlier version to roll back to (now {current})")
+            table.aliases[alias] = history.pop()
+            table.canaries.pop(alias, None)  # a rollback is a recovery: no trial traffic either
+            write_aliases(self.root / name, table)
+            target = table.aliases[alias]
+        log.info("%s@%s rolled back %s → %d", name, alias, current, target)
+        return self.card(name, target)
+
+    def canary(self, name: str, alias: str) -> Canary | None:
+        """The canary behind ``name@alias``, if it has one."""
+        return read_aliases(self.root / validate_name(name)).canaries.get(alias)
+
+    def set_canary(self, name: str, alias: str, version: int, weight: float) -> Canary:
+        """Send ``weight`` percent of ``name@alias``'s requests to ``version`` (not gated: it is the trial)."""
+        validate_name(alias, "alias")
+        if not 0 < weight < 100:
+            raise ValueError(f"canary weight must be a percentage between 0 and 100 (exclusive), got {weight}")
+        candidate = self.card(name, version)
+        with self._locked(name):
+            table = read_aliases(self.root / name)
+            stable = table.aliases.get(alias)
+            if stable is None:
+                raise ModelNotFound(f"{name}: no alias {alias!r} to put a canary behind; promote a version first")
+            if stable == candidate.version:
+                raise StoreError(f"{name}@{alias} already points at {version}: a canary needs another version")
+            canary = table.canaries[alias] = Canary(candidate.version, float(weight))
+            write_aliases(self.root / name, table)
+        log.info("%s@%s canary → %d at %.1f %%", name, alias, version, weight)
+        return canary
+
+    def end_canary(
+        self,
+        name: str,
+        alias: str,
+        *,
+        promote: bool,
+        force: bool = False,
+        dataset: str | None = None,
+        only_version: int | None = None,
+    ) -> Canary:
+        """End ``name@alias``'s canary: ``promote`` points the alias at its version (eval-gated for production,
+        as ``set_alias``), else it is aborted and every request goes back to the alias's version. With
+        ``only_version``, a canary of another version (set meanwhile) is left alone (``StoreError``)."""
+        canary = self.canary(name, validate_name(alias, "alias"))
+        if canary is None:
+            raise ModelNotFound(f"{name}@{alias} has no canary")
+        if promote:
+            self.set_alias(name, alias, canary.version, force=force, dataset=dataset)
+            return canary
+        with self._locked(name):
+            table = read_aliases(self.root / name)
+            current = table.canaries.pop(alias, None)
+            if current is None:
+                raise ModelNotFound(f"{name}@{alias} has no canary")
+            if only_version is not None and current.version != only_version:
+                raise StoreError(f"{name}@{alias}'s canary is now {current.version}, not {only_version}")
+            write_aliases(self.root / name, table)
+        log.info("%s@%s canary %d aborted", name, alias, current.version)
+        return current
+
+    def _alias_card(self, name: str, table: AliasTable) -> Card | None:
+        """The card of the version ``production`` names in ``table``, if any: what a promotion is gated against."""
+        version = table.aliases.get(GATED_ALIAS)
+        return None if version is None else self.card(name, version)

@@ -1,5 +1,9 @@
 """``ModelStore``: versioned checkpoints with cards and aliases in a local directory.
 
+This module reads, publishes, updates cards and removes; the alias and canary moves are ``AliasRecords``
+(``model_store.aliases``), what replicas poll and hold is ``FleetRecords`` (``model_store.fleet``): both are
+bases of ``ModelStore``, so that every operation is a method of the store.
+
 Layout (the store is the one place that knows it)::
 
     <root>/<name>/<version>/model.ckpt      weights (MindSpore .ckpt)
@@ -29,14 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from vitserve.model_store.aliases import AliasTable, read_aliases, write_aliases
+from vitserve.model_store.aliases import AliasRecords, read_aliases, write_aliases
 from vitserve.model_store.card import CACHE_DIR, CARD_FILE, WEIGHTS_FILE, Card, read_card
 from vitserve.model_store.errors import (
     AliasedVersion,
     IntegrityError,
     InvalidName,
     ModelNotFound,
-    StoreError,
     VersionHeld,
 )
 from vitserve.model_store.fleet import FleetRecords
@@ -65,7 +68,7 @@ def default_root() -> Path:
     return Path(os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
 
 
-class ModelStore(FleetRecords):
+class ModelStore(AliasRecords, FleetRecords):
     """A model store rooted at a local directory (created on first publish). Safe across processes."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
@@ -88,10 +91,6 @@ class ModelStore(FleetRecords):
     def versions(self, name: str) -> list[Card]:
         """Every published version of ``name``, oldest first; ``ModelNotFound`` if there is none."""
         return [self.card(name, v) for v in self._require_numbers(name)]
-
-    def aliases(self, name: str) -> dict[str, int]:
-        validate_name(name)
-        return dict(read_aliases(self.root / name).aliases)
 
     def card(self, name: str, version: int) -> Card:
         """The card of ``name:version`` (``ModelNotFound`` if absent, ``IntegrityError`` if unreadable)."""
@@ -237,54 +236,7 @@ class ModelStore(FleetRecords):
             write_aliases(model_dir, table)
         return card
 
-    # ----- aliases and metrics -----------------------------------------------------------------------------
-
-    def set_alias(
-        self, name: str, alias: str, version: int, *, force: bool = False, dataset: str | None = None
-    ) -> Card:
-        """Point ``name@alias`` at ``version``. For ``production`` the move is eval-gated (see
-        ``model_store.promotion.check_promotion``; ``dataset`` names the validation set) unless ``force``."""
-        validate_name(alias, "alias")
-        candidate = self.card(name, version)
-        with self._locked(name):
-            table = read_aliases(self.root / name)
-            if alias == GATED_ALIAS and not force:
-                check_promotion(candidate, self._alias_card(name, table), dataset)
-            table.point(alias, candidate.version)
-            canary = table.canaries.get(alias)
-            if canary is not None and canary.version == candidate.version:
-                del table.canaries[alias]  # promoting the canary's version ends the canary
-            write_aliases(self.root / name, table)
-        log.info("%s@%s → %d", name, alias, candidate.version)
-        return candidate
-
-    def remove_alias(self, name: str, alias: str) -> None:
-        with self._locked(name):
-            table = read_aliases(self.root / name)
-            if alias not in table.aliases:
-                raise ModelNotFound(f"{name}: no alias {alias!r}")
-            del table.aliases[alias]
-            write_aliases(self.root / name, table)
-
-    def rollback(self, name: str, alias: str = GATED_ALIAS) -> Card:
-        """Point ``alias`` back at the version it named before its last move (not gated: a recovery action)."""
-        validate_name(alias, "alias")
-        self._require_numbers(name)
-        with self._locked(name):
-            table = read_aliases(self.root / name)
-            current = table.aliases.get(alias)
-            history = table.history.get(alias, [])
-            existing = set(self._numbers(name))
-            while history and (history[-1] not in existing or history[-1] == current):
-                history.pop()  # skip versions deleted since
-            if not history:
-                raise StoreError(f"{name}@{alias}: no earlier version to roll back to (now {current})")
-            table.aliases[alias] = history.pop()
-            table.canaries.pop(alias, None)  # a rollback is a recovery: no trial traffic either
-            write_aliases(self.root / name, table)
-            target = table.aliases[alias]
-        log.info("%s@%s rolled back %s → %d", name, alias, current, target)
-        return self.card(name, target)
+    # ----- card updates ------------------------------------------------------------------------------------
 
     def record_metrics(self, ref: str, dataset: str, metrics: Mapping[str, float]) -> Card:
         """Store ``metrics`` (e.g. ``{"top1": 0.91, "top5": 0.99}``) under ``dataset`` in the card of ``ref``."""
@@ -383,10 +335,6 @@ class ModelStore(FleetRecords):
             have = ", ".join(self.list_models()) or "none"
             raise ModelNotFound(f"model {name!r} not found; models: {have}")
         return numbers
-
-    def _alias_card(self, name: str, table: AliasTable) -> Card | None:
-        version = table.aliases.get(GATED_ALIAS)
-        return None if version is None else self.card(name, version)
 
 
 def _checked_weights(

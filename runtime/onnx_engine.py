@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -20,8 +20,11 @@ from vitserve.model_store.store import ModelStore
 
 if TYPE_CHECKING:
     from vitserve.runtime.engine import EngineOptions
+    from vitserve.runtime.openvino_engine import OpenVinoEngine
 
 logger = logging.getLogger(__name__)
+
+E = TypeVar("E", "OnnxRuntimeEngine", "OpenVinoEngine")  # the CPU engines
 
 
 def default_threads() -> int:
@@ -106,15 +109,26 @@ def onnxruntime_engine_for(
     """An engine for ``card``'s version from its cached export (exported on first use; see ``export_cache``)."""
     from vitserve.runtime.export_cache import cached_onnx
 
-    path = cached_onnx(store, card, precision)
-    cfg = card.config
     engine = OnnxRuntimeEngine(
-        path,
-        input_shape=(cfg.in_chans, cfg.img_size, cfg.img_size),
+        cached_onnx(store, card, precision),
+        input_shape=input_shape(card),
         batch_sizes=batch_sizes,
         threads=threads,
         allow_spinning=allow_spinning,
     )
     engine.precision = precision
-    logger.info("onnxruntime %s engine for %s (%s, %d threads)", engine.version, card.ref, precision, engine.threads)
+    return logged(engine, card)
+
+
+def input_shape(card: Card) -> tuple[int, int, int]:
+    """``(C, H, W)`` of one image for ``card``'s model: a CPU engine's ``input_shape``."""
+    cfg = card.config
+    return (cfg.in_chans, cfg.img_size, cfg.img_size)
+
+
+def logged(engine: E, card: Card) -> E:
+    """``engine``, once its build for ``card``'s version is logged: runtime and version, precision, threads."""
+    logger.info(
+        "%s %s engine for %s (%s, %d threads)", engine.name, engine.version, card.ref, engine.precision, engine.threads
+    )
     return engine

@@ -22,7 +22,14 @@ import numpy as np
 from vitserve.model_store.card import Card
 from vitserve.model_store.store import ModelStore
 from vitserve.runtime.cpu_precision import matmul_precisions, native_bf16, precision_name
-from vitserve.runtime.onnx_engine import OnnxRuntimeEngine, check_batch, default_threads, engine_options
+from vitserve.runtime.onnx_engine import (
+    OnnxRuntimeEngine,
+    check_batch,
+    default_threads,
+    engine_options,
+    input_shape,
+    logged,
+)
 
 if TYPE_CHECKING:
     from vitserve.runtime.engine import EngineOptions
@@ -115,11 +122,9 @@ def openvino_engine_for(
     from vitserve.runtime.export_cache import cached_onnx, cached_static_int8
 
     static = precision == "int8-static"
-    path = cached_static_int8(store, card) if static else cached_onnx(store, card, "fp32")
-    cfg = card.config
     engine = OpenVinoEngine(
-        path,
-        input_shape=(cfg.in_chans, cfg.img_size, cfg.img_size),
+        cached_static_int8(store, card) if static else cached_onnx(store, card, "fp32"),
+        input_shape=input_shape(card),
         batch_sizes=batch_sizes,
         threads=threads,
         precision="fp32" if static else precision,  # the IR's FakeQuantize nodes make it int8, not a hint
@@ -128,11 +133,4 @@ def openvino_engine_for(
     if static:
         # Asked of OpenVINO: an IR whose FakeQuantize nodes the plugin could not fuse would run in float.
         engine.precision = "int8" if matmul_precisions(engine.compiled) & {"u8", "i8"} else engine.precision
-    logger.info(
-        "openvino %s engine for %s (%s, %d threads)",
-        engine.version,
-        card.ref,
-        engine.precision,
-        engine.threads,
-    )
-    return engine
+    return logged(engine, card)

@@ -89,7 +89,7 @@ def create_app(
         setattr(app.state, name, getattr(res, name))
     install_error_handlers(app)
     app.include_router(api.router)
-    mount_pages(app, settings)  # /stats, stored figures, and the web pages unless VITSERVE_UI=false
+    live_stats = mount_pages(app, settings)  # /stats, stored figures, and the web pages unless VITSERVE_UI=false
     app.include_router(v2_router())  # Open Inference Protocol: /v2 REST routes, gRPC when grpc_port is set
     if settings.admin_token:
         app.include_router(admin_api.router, include_in_schema=False)  # not in the public /openapi.json
@@ -106,9 +106,11 @@ def create_app(
     )
     install_hardening(app, settings)  # admin gate, body-read deadline: before any body byte is read
     app.add_middleware(ServingMiddleware, metrics=res.metrics, is_draining=lambda: res.lifecycle.draining)
-    # Outermost: request ids, access log and traces cover every answer, refusals and 500s included.
+    # Outermost: request ids, access log, traces and the request observers (per-version series, /stats) cover
+    # every answer, refusals and 500s included.
     app.state.tracer = Tracer.otlp(settings.otlp_endpoint) if settings.otlp_endpoint else None
-    app.add_middleware(RequestMiddleware, series=res.metrics.per_version, tracer=lambda: app.state.tracer)
+    observers = (res.metrics.per_version, live_stats)
+    app.add_middleware(RequestMiddleware, observers=observers, tracer=lambda: app.state.tracer)
     return app
 
 

@@ -1,10 +1,11 @@
 """Live figures for the models page: a ring buffer of one-second samples over the last minute.
 
 Each second the sampler (started by the stats router's lifespan) turns what happened since the previous tick
-into one ``Second``: classify requests answered and their latency percentiles (recorded by
-``LiveStatsMiddleware``), images run and mean batch size (deltas of the ``vitserve_batch_size`` histogram,
-summed over its labels so that it survives label changes), and the queue depth of every loaded version at the
-tick. ``GET /stats`` returns the series and a summary over the window: the browser never parses Prometheus text.
+into one ``Second``: classify requests answered and their latency percentiles (``LiveStats`` is a request
+observer: the request middleware hands it the record of every answered request), images run and mean batch
+size (deltas of the ``vitserve_batch_size`` histogram, summed over its labels so that it survives label
+changes), and the queue depth of every loaded version at the tick. ``GET /stats`` returns the series and a
+summary over the window: the browser never parses Prometheus text.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from prometheus_client import CollectorRegistry
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vitserve.service.observability.request_context import RequestRecord
 
 WINDOW_S = 60  # the charts' span
 MAX_LATENCIES = 200_000  # bound on the minute's latency samples (about 3 000 requests/s)
-CLASSIFY_PATH = "/classify"
+CLASSIFY_PATH = "/classify"  # the requests counted: POST to this path
 BATCH_METRIC = "vitserve_batch_size"
 
 
@@ -61,7 +63,8 @@ def batch_totals(registry: CollectorRegistry) -> tuple[float, float]:
 
 
 class LiveStats:
-    """The ring buffer: ``record`` per answered request, ``tick`` once per interval, ``snapshot`` for /stats."""
+    """The ring buffer: ``record`` per answered classify request (``observe_request`` picks them), ``tick`` once
+    per interval, ``snapshot`` for /stats."""
 
     def __init__(self, window_s: int = WINDOW_S, clock: Callable[[], float] = time.time) -> None:
         self.window_s, self.clock = window_s, clock
@@ -70,6 +73,11 @@ class LiveStats:
         self._minute: deque[tuple[float, float]] = deque(maxlen=MAX_LATENCIES)  # (answered at, latency s)
         self._last_at = clock()
         self._last_totals = (0.0, 0.0)  # the app's metrics registry starts empty
+
+    def observe_request(self, record: RequestRecord, seconds: float) -> None:
+        """The request observer: record ``POST /classify`` answers, whatever their status; ignore the rest."""
+        if record.method == "POST" and record.path == CLASSIFY_PATH:
+            self.record(seconds, record.status)
 
     def record(self, latency_s: float, status: int) -> None:
         self._pending.append((latency_s, status))
@@ -128,28 +136,3 @@ async def run_sampler(
     while True:
         await asyncio.sleep(interval_s)
         stats.tick(totals(), queue_depth())
-
-
-class LiveStatsMiddleware:
-    """Records the latency and status of every ``POST /classify`` into ``stats`` (plain ASGI: bodies stream)."""
-
-    def __init__(self, app: ASGIApp, stats: LiveStats) -> None:
-        self.app, self.stats = app, stats
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != CLASSIFY_PATH or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        started = time.monotonic()
-        status = 500
-
-        async def recording_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
-            self.stats.record(time.monotonic() - started, status)

@@ -1,25 +1,24 @@
-"""The outermost ASGI middleware: the request id, the per-request log line, per-version metrics, the trace.
+"""The outermost ASGI middleware: the request id, the per-request log line, the request observers, the trace.
 
 For each HTTP request: take the id from ``X-Request-Id`` (or W3C ``traceparent``'s trace id) or make one, bind a
 ``RequestRecord`` to the context (log lines and error bodies read its id), echo the id in the ``X-Request-Id``
-response header, and at the end write one access log line (logger ``vitserve.access``) and count the request
-against its model version. An unhandled exception below becomes the 500 JSON error here, with the request id,
-so that even a bug's answer can be found in the log.
+response header, and at the end hand the record to the request observers (the per-version series, the live
+figures of ``/stats``) and write one access log line (logger ``vitserve.access``). An unhandled exception below
+becomes the 500 JSON error here, with the request id, so that even a bug's answer can be found in the log.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vitserve.service.http.errors import error_response
 from vitserve.service.observability import request_context
-from vitserve.service.observability.request_context import RequestRecord
+from vitserve.service.observability.request_context import RequestObserver, RequestRecord
 from vitserve.service.observability.tracing import Tracer
-from vitserve.service.observability.version_metrics import VersionSeries
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("vitserve.access")
@@ -29,10 +28,10 @@ QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "
 
 
 class RequestMiddleware:
-    """Request ids, access log, per-version series and the request span (``tracer`` None: no tracing)."""
+    """Request ids, access log, the request ``observers`` and the request span (``tracer`` None: no tracing)."""
 
-    def __init__(self, app: ASGIApp, series: VersionSeries, tracer: Callable[[], Tracer | None]) -> None:
-        self.app, self.series, self.tracer = app, series, tracer
+    def __init__(self, app: ASGIApp, observers: Sequence[RequestObserver], tracer: Callable[[], Tracer | None]) -> None:
+        self.app, self.observers, self.tracer = app, tuple(observers), tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,7 +73,8 @@ class RequestMiddleware:
             route = scope.get("route")
             record.route = getattr(route, "path", "unmatched")
             elapsed = time.monotonic() - started
-            self.series.observe_request(record, elapsed)
+            for observer in self.observers:
+                observer.observe_request(record, elapsed)
             _log_access(record, elapsed)
             if tracer is not None:
                 tracer.end_request(record.span, record)

@@ -12,7 +12,7 @@ import re
 import secrets
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from vitserve.service.observability.tracing import Tracer
@@ -46,6 +46,14 @@ class RequestRecord:
     def add_stage(self, stage: str, ms: float) -> None:
         """Keep the slowest image's time per stage: images run their stages concurrently."""
         self.stage_ms[stage] = max(self.stage_ms.get(stage, 0.0), round(ms, 3))
+
+
+class RequestObserver(Protocol):
+    """Told of every answered HTTP request by the request middleware, once the record is complete."""
+
+    def observe_request(self, record: RequestRecord, seconds: float) -> None:
+        """``record`` as the request left it; ``seconds`` from arrival to the end of the answer."""
+        ...
 
 
 _current: ContextVar[RequestRecord | None] = ContextVar("vitserve_request", default=None)

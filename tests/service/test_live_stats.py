@@ -6,6 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from vitserve.service.http.live_stats import LiveStats, batch_totals, percentile_ms
+from vitserve.service.observability.request_context import RequestRecord
 
 
 class Clock:
@@ -53,6 +54,23 @@ def test_the_snapshot_keeps_only_the_window() -> None:
         "p50_ms": 100.0,
         "p99_ms": 100.0,
     }
+
+
+def test_as_a_request_observer_it_counts_only_classify_posts() -> None:
+    clock = Clock()
+    stats = LiveStats(window_s=60, clock=clock)
+    stats.tick((0.0, 0.0), queue_depth=0)
+    for method, path, status in (
+        ("POST", "/classify", 200),
+        ("POST", "/classify", 415),
+        ("GET", "/classify", 405),
+        ("POST", "/v2/models/tiny/infer", 200),
+        ("GET", "/healthz", 200),
+    ):
+        stats.observe_request(RequestRecord("id", method=method, path=path, status=status), 0.01)
+    clock.now += 1.0
+    second = stats.tick((0.0, 0.0), queue_depth=0)
+    assert (second.requests, second.errors, second.p50_ms) == (2, 1, 10.0)
 
 
 def test_batch_totals_sum_the_histogram_over_its_labels() -> None:
