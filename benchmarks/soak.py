@@ -299,18 +299,21 @@ def summarize(
     *,
     good_rate: float | None = None,
 ) -> dict[str, Any]:
-    """``rss``: (seconds since start, MiB) samples. Warm-up is the soak's first fifth (at least a minute); growth
-    compares the median RSS of the last minute with that of the first minute after warm-up (a leak climbs; the
-    in-flight decodes of the biggest images come and go), and the peak after warm-up is reported beside it."""
+    """``rss``: (seconds since start, MiB) samples. Warm-up is the soak's first fifth (at least a minute). RSS
+    swings between a floor and a ceiling as the biggest images' decodes come and go; a leak lifts both. Growth is
+    the larger rise, floor or ceiling (each a minute's minimum or maximum), from the first minute after warm-up
+    to the last; the swing (the highest sample over the first minute's floor) is reported beside it."""
     warm_end = soak_started + max(60.0, minutes * 60 / 5)
     after = [(t, mib) for t, mib in rss if t >= warm_end]
+    first = last = (float("nan"), float("nan"))
+    growth: float | None = None
+    swing: float | None = None
     if len(after) > 2:
-        first = float(np.median([mib for t, mib in after if t < after[0][0] + 60]))
-        last = float(np.median([mib for t, mib in after if t > after[-1][0] - 60]))
-        growth: float | None = round((last - first) / first * 100, 1)
-        peak: float | None = round((max(mib for _, mib in after) - first) / first * 100, 1)
-    else:
-        first, last, growth, peak = float("nan"), float("nan"), None, None
+        head = [mib for t, mib in after if t < after[0][0] + 60]
+        tail = [mib for t, mib in after if t > after[-1][0] - 60]
+        first, last = (min(head), max(head)), (min(tail), max(tail))
+        growth = round(max((last[0] - first[0]) / first[0], (last[1] - first[1]) / first[1]) * 100, 1)
+        swing = round((max(mib for _, mib in after) - first[0]) / first[0] * 100, 1)
 
     def pct(values: list[float], q: float) -> float | None:
         return round(float(np.percentile(values, q)), 1) if values else None
@@ -324,10 +327,10 @@ def summarize(
         "minutes": minutes,
         "good_rate_per_s": None if good_rate is None else round(good_rate, 1),
         "rss_mib": rss,
-        "rss_after_warmup_mib": first,
+        "rss_after_warmup_mib": first,  # (floor, ceiling) of the first minute after warm-up
         "rss_last_minute_mib": last,
         "rss_growth_after_warmup_pct": growth,
-        "rss_peak_over_warmup_pct": peak,
+        "rss_swing_pct": swing,
         "responses": outcomes,
         "total_5xx": fives,
         "good_5xx": good_5xx,
@@ -344,6 +347,10 @@ def summarize(
         },
         "ready_at_end": ready == 200,
     }
+
+
+def _span(floor_ceiling: tuple[float, float]) -> str:
+    return f"{floor_ceiling[0]:g}–{floor_ceiling[1]:g}"
 
 
 def slowest(tally: Tally) -> dict[str, float] | None:
@@ -373,10 +380,11 @@ def render(payload: dict[str, Any]) -> str:
             "",
         ]
     lines += [
-        f"RSS after warm-up {payload['rss_after_warmup_mib']} MiB (median of a minute), last minute "
-        f"{payload['rss_last_minute_mib']} MiB: growth after warm-up {payload['rss_growth_after_warmup_pct']} %, "
-        f"peak {payload['rss_peak_over_warmup_pct']} % over; 5xx: {payload['total_5xx']} "
-        f"(good clients: {payload['good_5xx']}); ready at the end: {payload['ready_at_end']}",
+        f"RSS floor–ceiling (MiB) in the first minute after warm-up {_span(payload['rss_after_warmup_mib'])}, in "
+        f"the last minute {_span(payload['rss_last_minute_mib'])}: growth after warm-up "
+        f"{payload['rss_growth_after_warmup_pct']} % (swing {payload['rss_swing_pct']} % over the floor); "
+        f"5xx: {payload['total_5xx']} (good clients: {payload['good_5xx']}); "
+        f"ready at the end: {payload['ready_at_end']}",
         "",
         "| client kind | outcomes |",
         "|---|---|",

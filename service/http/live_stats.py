@@ -32,6 +32,7 @@ class Second:
     """What happened in one sampling interval (``at`` is its end, Unix seconds)."""
 
     at: float
+    span_s: float  # the interval's length (about 1 s; the first one also covers start-up)
     requests: int  # classify requests answered (any status)
     errors: int  # of which answered with status >= 400
     requests_per_s: float
@@ -92,6 +93,7 @@ class LiveStats:
         latencies = [latency for latency, _ in pending]
         second = Second(
             at=round(now, 3),
+            span_s=round(span, 3),
             requests=len(pending),
             errors=sum(status >= 400 for _, status in pending),
             requests_per_s=round(len(pending) / span, 3),

@@ -22,12 +22,13 @@ def test_summary_counts_5xx_and_growth_after_warmup() -> None:
     rss += [(340.0 + 5 * i, 420.0) for i in range(13)]
     payload = summarize(5, baseline, soak, rss, soak_started=100.0, ready=200, good_rate=12.34)
     assert payload["total_5xx"] == 1 and payload["good_5xx"] == 1
-    assert payload["rss_after_warmup_mib"] == 400.0 and payload["rss_last_minute_mib"] == 420.0
-    assert payload["rss_growth_after_warmup_pct"] == 5.0 and payload["rss_peak_over_warmup_pct"] == 25.0
+    assert payload["rss_after_warmup_mib"] == (400.0, 500.0) and payload["rss_last_minute_mib"] == (420.0, 420.0)
+    assert payload["rss_growth_after_warmup_pct"] == 5.0 and payload["rss_swing_pct"] == 25.0
     assert payload["good_unloaded"]["p50_ms"] == 10.0 and payload["good_loaded"]["p99_ms"] > 12.0
     assert payload["responses"]["json_deep"] == {"413": 1} and payload["good_rate_per_s"] == 12.3
     text = render(payload)
-    assert "growth after warm-up 5.0 %" in text and "| json_deep | 413: 1 |" in text
+    assert "growth after warm-up 5.0 % (swing 25.0 % over the floor)" in text and "| json_deep | 413: 1 |" in text
+    assert "first minute after warm-up 400–500, in the last minute 420–420" in text
     assert "12.3 requests/s" in text
     slow = payload["good_loaded"]["slowest_1pct"]
     assert slow == {"client_ms": 30.0, "server_total_ms": 28.0, "decode_ms": 2.0, "queue_ms": 20.0, "infer_ms": 5.0}

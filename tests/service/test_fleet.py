@@ -153,6 +153,7 @@ async def test_the_guard_aborts_a_failing_canary_in_the_store(serve: Any, store:
             if store.canary("tiny", "production") is None:
                 break
         await wait_for(lambda: _no_canary(client))
+        await wait_for(lambda: _unloaded(client, 2))  # the former canary drains, then unloads
         info = (await client.get("/models/tiny")).json()
         after = {await served_version(client) for _ in range(20)}
         text = (await client.get("/metrics")).text
@@ -169,6 +170,11 @@ def _broken(batch: np.ndarray) -> np.ndarray:
 
 async def _no_canary(client: httpx.AsyncClient) -> bool:
     return (await client.get("/models/tiny")).json()["canary"] is None
+
+
+async def _unloaded(client: httpx.AsyncClient, version: int) -> bool:
+    versions = (await client.get("/models/tiny")).json()["versions"]
+    return not next(v for v in versions if v["version"] == version)["loaded"]
 
 
 async def test_admin_canary_routes_write_the_store(serve: Any, store: ModelStore) -> None:

@@ -110,8 +110,8 @@ async def test_stats_count_requests_batches_and_latency(serve: Any) -> None:
     assert summary["requests"] == 4
     assert summary["p50_ms"] > 0 and summary["p99_ms"] >= summary["p50_ms"]
     assert sum(s["requests"] for s in series) == 4 and sum(s["errors"] for s in series) == 1
-    images = sum(s["images_per_s"] * 1.0 for s in series)
-    assert images == pytest.approx(6, rel=0.2)  # 1 + 2 + 3 images through the model, over ~1 s ticks
+    images = sum(s["images_per_s"] * s["span_s"] for s in series)
+    assert images == pytest.approx(6, rel=0.01)  # 1 + 2 + 3 images through the model
     assert any(s["batch_size"] for s in series) and all(s["queue_depth"] == 0 for s in series)
 
 
