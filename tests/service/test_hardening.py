@@ -30,6 +30,24 @@ pytestmark = pytest.mark.anyio
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
+def post_scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The ASGI scope of a ``POST path`` from 127.0.0.1 with ``headers``."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
 async def call_asgi(app: Any, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, int]:
     """POST ``body`` to ``app`` directly; returns (status, how many times the app called ``receive``)."""
     reads = 0
@@ -45,21 +63,7 @@ async def call_asgi(app: Any, path: str, headers: list[tuple[bytes, bytes]], bod
         if message["type"] == "http.response.start":
             status = message["status"]
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-    }
-    await app(scope, receive, send)
+    await app(post_scope(path, headers), receive, send)
     return status, reads
 
 
@@ -271,21 +275,7 @@ async def test_concurrent_bodies_share_one_byte_budget(make_settings: Any, facto
                 answer["status"] = message["status"]
                 answer["headers"] = {k.decode(): v.decode() for k, v in message["headers"]}
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/classify",
-            "raw_path": b"/classify",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"host", b"testserver"), (b"content-type", b"image/png"), *headers],
-            "client": ("127.0.0.1", 5000),
-            "server": ("127.0.0.1", 8000),
-        }
-        await app(scope, receive, send)
+        await app(post_scope("/classify", [(b"content-type", b"image/png"), *headers]), receive, send)
         return answer["status"], answer["headers"]
 
     reads = 0
