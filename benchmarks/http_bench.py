@@ -112,7 +112,12 @@ def ours_spec(
         port=port,
         health_path="/readyz",
         predict_path="/classify",
-        env={"VITSERVE_ENGINE_THREADS": str(threads), "VITSERVE_REQUEST_TIMEOUT_S": str(REQUEST_TIMEOUT_S)},
+        env={
+            "VITSERVE_ENGINE_THREADS": str(threads),
+            "VITSERVE_REQUEST_TIMEOUT_S": str(REQUEST_TIMEOUT_S),
+            # One load generator stands for many clients: no per-client rate (the peers have none either).
+            "VITSERVE_CLIENT_RATE": "0",
+        },
     )
 
 

@@ -23,6 +23,7 @@ from vitserve.model_store import Card, ModelStore
 from vitserve.runtime.engine import build_engine
 from vitserve.service.admission import client_limit
 from vitserve.service.classify import Classifier
+from vitserve.service.client_budgets import ClientBudgets
 from vitserve.service.http import admin_api, api, fleet_api
 from vitserve.service.http.errors import install_error_handlers
 from vitserve.service.http.hardening import install_hardening
@@ -104,7 +105,7 @@ def create_app(
         budget=BodyBudget(settings.max_bodies_bytes),
         budgeted=lambda path: not path.startswith("/admin/"),  # one token holder's upload: its own cap
     )
-    install_hardening(app, settings)  # admin gate, body-read deadline: before any body byte is read
+    install_hardening(app, settings, res.metrics)  # admin gate, body-read deadline: before any body byte is read
     app.add_middleware(ServingMiddleware, metrics=res.metrics, is_draining=lambda: res.lifecycle.draining)
     # Outermost: request ids, access log, traces and the request observers (per-version series, /stats) cover
     # every answer, refusals and 500s included.
@@ -131,6 +132,11 @@ def _resources(settings: Settings, engine_factory: EngineFactory | None, fetcher
         max_in_flight=settings.max_in_flight,
         client_limit=client_limit(settings.max_in_flight, settings.client_share, settings.max_images),
         max_url_fetches=settings.max_url_fetches,
+        decode_budgets=(
+            ClientBudgets(settings.client_decode_cpu, settings.client_decode_burst_s)
+            if settings.client_decode_cpu > 0
+            else None
+        ),
     )
     return Resources(
         settings,

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from vitserve.runtime.postprocess import top_k
 from vitserve.service.admission import Admission
-from vitserve.service.http.errors import DeadlineExceeded, InvalidField, describe
+from vitserve.service.client_budgets import ClientBudgets
+from vitserve.service.http.errors import DeadlineExceeded, InvalidField, RateLimited, describe
 from vitserve.service.http.metrics import Metrics
 from vitserve.service.http.schemas import ClassifyResponse, ModelRef, Prediction, Result, Timings
 from vitserve.service.inputs.body import ClassifyInputs, ImageInput
@@ -48,6 +50,8 @@ class Classifier:
     max_in_flight: int
     client_limit: int | None = None  # images one client may have in progress; None → max_in_flight
     max_url_fetches: int | None = None  # URL inputs being fetched at once; None → max_in_flight
+    # Decoding CPU seconds per client (``service.client_budgets``): a client in debt is refused at arrival.
+    decode_budgets: ClientBudgets | None = None
 
     def __post_init__(self) -> None:
         self.admission = Admission(
@@ -107,12 +111,13 @@ class Classifier:
         requests run through here, and each outcome is recorded against the version (canary statistics, the
         request's log line and traces)."""
         _note_request(version, len(images))
+        self._check_decode_budget(client)
         urls = sum(image.url is not None for image in images)
         # A refusal at admission never reached the version: it does not count in the version's statistics.
         with self.admission.admit(client, len(images), urls):
             try:
                 async with version.lease():
-                    tasks = [asyncio.create_task(self._one(image, version, deadline)) for image in images]
+                    tasks = [asyncio.create_task(self._one(image, version, deadline, client)) for image in images]
                     results = await _all_or_first_error(tasks)
             except Exception as err:
                 # The version's fault (engine failure, deadline, a full queue) counts against it; the client's not.
@@ -122,7 +127,24 @@ class Classifier:
         self.registry.stats.record(version.ref, ok=True, latency_s=time.monotonic() - arrived)
         return results
 
-    async def _one(self, image: ImageInput, version: LoadedVersion, deadline: float) -> tuple[np.ndarray, Timings]:
+    def _check_decode_budget(self, client: str) -> None:
+        wait_s = self.decode_budgets.wait_s(client) if self.decode_budgets is not None else 0.0
+        if wait_s > 0:
+            assert self.decode_budgets is not None
+            self.metrics.rejections.labels("client_decode_cpu").inc()
+            raise RateLimited(
+                f"this client's images took more decoding time than its share ({self.decode_budgets.rate:g} CPU "
+                "seconds a second); retry after the Retry-After seconds, or send smaller images",
+                retry_after_s=wait_s,
+            )
+
+    def _charge_decode(self, client: str) -> Callable[[float], None] | None:
+        budgets = self.decode_budgets
+        return None if budgets is None else lambda cpu_s: budgets.charge(client, cpu_s)
+
+    async def _one(
+        self, image: ImageInput, version: LoadedVersion, deadline: float, client: str
+    ) -> tuple[np.ndarray, Timings]:
         fetch_ms = None
         try:
             async with asyncio.timeout(deadline - time.monotonic()):
@@ -136,7 +158,9 @@ class Classifier:
                 if image.pixels is not None:  # preprocessed by the client: nothing to decode
                     x, decode_ms = image.pixels, 0.0
                 else:
-                    x, decode_ms = await self.pool.prepare(data or b"", version.card.data, deadline=deadline)
+                    x, decode_ms = await self.pool.prepare(
+                        data or b"", version.card.data, deadline=deadline, charge=self._charge_decode(client)
+                    )
         except TimeoutError:
             self.metrics.rejections.labels("deadline").inc()
             raise DeadlineExceeded("the request's deadline passed while fetching or decoding its images") from None

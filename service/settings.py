@@ -95,6 +95,14 @@ class Settings(BaseSettings):
     # Header a trusted proxy sets to the client's address (e.g. x-forwarded-for: its first entry); unset → the
     # peer address. Never set it without such a proxy: clients could then pick their own identity.
     client_header: str | None = None
+    # Rates per client (service/client_budgets.py), token buckets refilled each second; 0 → no limit. Requests
+    # (all but probes and /admin) beyond client_rate a second, after a burst of client_burst → 429.
+    client_rate: float = Field(50.0, ge=0)
+    client_burst: int = Field(100, ge=1)
+    # Decoding CPU one client may use: CPU-seconds a second on average (0.25 → a quarter of a core), after a burst
+    # of client_decode_burst_s; a client in debt (one huge image costs ~1 s) gets 429 until it is repaid.
+    client_decode_cpu: float = Field(0.25, ge=0)
+    client_decode_burst_s: float = Field(2.0, gt=0)
     max_url_fetches: int = Field(16, ge=1)  # URL inputs being fetched at once (all clients); beyond → 503
     max_connections: int = Field(256, ge=1)  # open connections + tasks before uvicorn answers 503
     keep_alive_timeout_s: float = Field(5.0, gt=0)  # idle keep-alive connections are closed after this

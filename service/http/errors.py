@@ -27,6 +27,7 @@ from vitserve.model_store.errors import (
     StoreError,
     VersionHeld,
 )
+from vitserve.service.client_budgets import retry_after_s
 from vitserve.service.observability import request_context
 from vitserve.vit.checkpoint import CheckpointMismatch
 from vitserve.vit.image_errors import ImageError
@@ -142,6 +143,20 @@ class ShuttingDown(Unavailable):
 
 class NotReady(Unavailable):
     code = "not_ready"
+
+
+class RateLimited(ServiceError):
+    """The client is over its request rate or its decoding-CPU rate (``service.client_budgets``)."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(retry_after_s(self.retry_after_s))}
 
 
 class DeadlineExceeded(ServiceError):

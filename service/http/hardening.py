@@ -1,6 +1,8 @@
 """ASGI guards against hostile and slow clients, installed in front of the routes by ``install_hardening``.
 
 - ``AdminGuardMiddleware`` (``service.http.admin_guard``): ``/admin`` is authorised before any body byte is read;
+- ``ClientRateMiddleware``: each client's requests (all but probes and ``/admin``) against its request rate,
+  before any body byte is read: a client over it gets 429 with Retry-After, and the refusal costs little;
 - ``BodyDeadlineMiddleware``: the whole body must arrive within ``body_timeout_s`` of the first read, else 408
   and the connection closes. uvicorn bounds idle keep-alive connections but not a body trickled a few bytes at
   a time, which would otherwise hold its connection (and the admission it was granted) indefinitely.
@@ -14,8 +16,11 @@ import time
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vitserve.service.client_budgets import ClientBudgets, client_id
 from vitserve.service.http.admin_guard import AdminGuardMiddleware
-from vitserve.service.http.errors import BodyTimeout
+from vitserve.service.http.errors import BodyTimeout, RateLimited, error_response
+from vitserve.service.http.metrics import Metrics
+from vitserve.service.http.middleware import PROBE_PATHS
 from vitserve.service.settings import Settings
 
 
@@ -49,7 +54,38 @@ class BodyDeadlineMiddleware:
         await self.app(scope, timed_receive, send)
 
 
-def install_hardening(app: FastAPI, settings: Settings) -> None:
+class ClientRateMiddleware:
+    """Each request takes a token from its client's bucket in ``budgets``; with no whole token left, 429 with
+    the wait until the next one. Probes and ``/admin`` (authorised by its token) are not counted."""
+
+    def __init__(self, app: ASGIApp, budgets: ClientBudgets, header: str | None, metrics: Metrics) -> None:
+        self.app, self.budgets, self.header, self.metrics = app, budgets, header, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in PROBE_PATHS or path.startswith("/admin/"):
+            await self.app(scope, receive, send)
+            return
+        peer = scope.get("client")
+        client = client_id(scope["headers"], peer[0] if peer else None, self.header)
+        wait_s = self.budgets.wait_s(client, need=1)
+        if wait_s > 0:
+            self.metrics.rejections.labels("client_rate").inc()
+            err = RateLimited(
+                f"too many requests from this client (at most {self.budgets.rate:g} a second, "
+                f"bursts of {self.budgets.burst:g}); retry after the Retry-After seconds",
+                retry_after_s=wait_s,
+            )
+            await error_response(err.code, str(err), err.status, err.headers())(scope, receive, send)
+            return
+        self.budgets.charge(client, 1)
+        await self.app(scope, receive, send)
+
+
+def install_hardening(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
     """Add the guards; call after the body cap so that they run before it (Starlette wraps in reverse)."""
     app.add_middleware(BodyDeadlineMiddleware, timeout_s=settings.body_timeout_s)
     app.add_middleware(AdminGuardMiddleware, token=settings.admin_token, separate_listener=settings.admin_separate)
+    if settings.client_rate > 0:
+        budgets = ClientBudgets(settings.client_rate, settings.client_burst)
+        app.add_middleware(ClientRateMiddleware, budgets=budgets, header=settings.client_header, metrics=metrics)

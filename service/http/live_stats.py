@@ -105,13 +105,17 @@ class LiveStats:
         )
         self.seconds.append(second)
         self._last_at, self._last_totals = now, totals
+        self._forget_before(now - self.window_s)  # else samples pile up to the bound while nobody reads /stats
         return second
+
+    def _forget_before(self, oldest: float) -> None:
+        while self._minute and self._minute[0][0] < oldest:
+            self._minute.popleft()
 
     def snapshot(self) -> dict[str, object]:
         """The series (oldest first) and a summary over the window; the body of ``GET /stats``."""
         now = self.clock()
-        while self._minute and self._minute[0][0] < now - self.window_s:
-            self._minute.popleft()
+        self._forget_before(now - self.window_s)
         recent = [s for s in self.seconds if s.at >= now - self.window_s]
         batches = [s.batch_size for s in recent if s.batch_size is not None]
         latencies = [latency for _, latency in self._minute]

@@ -179,6 +179,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "too many bytes or pixels",
         415: "unsupported image or request type",
         422: "invalid fields",
+        429: "this client is over its request rate or its decoding share (Retry-After)",
         503: "queue full, not ready or shutting down (Retry-After)",
         504: "the request's deadline passed",
     }.items()

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
+from vitserve.service.client_budgets import client_id
 from vitserve.service.http.errors import InvalidField, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from vitserve.service.http.schemas import ClassifyJSON
 from vitserve.service.inputs.json_body import (
@@ -70,17 +71,13 @@ async def read_inputs(request: Request, *, max_images: int) -> ClassifyInputs:
         raise InvalidInput("no image in the request: send at least one 'file' field, 'url' or 'image_base64'")
     if len(inputs.images) > max_images:
         raise PayloadTooLarge(f"{len(inputs.images)} images in one request; the limit is {max_images}")
-    return replace(inputs, client=client_id(request, request.app.state.settings.client_header))
+    return replace(inputs, client=request_client(request))
 
 
-def client_id(request: Request, header: str | None) -> str:
-    """The client's identity for admission: the first address in ``header`` when a trusted proxy sets it (e.g.
-    ``x-forwarded-for``), else the peer address. Only the identity's first 64 characters count."""
-    if header:
-        given = request.headers.get(header, "").split(",")[0].strip()
-        if given:
-            return given[:64]
-    return request.client.host if request.client else ""
+def request_client(request: Request) -> str:
+    """The request's client identity (``client_budgets.client_id``) under the app's ``client_header`` setting."""
+    peer = request.client.host if request.client else None
+    return client_id(request.headers.raw, peer, request.app.state.settings.client_header)
 
 
 async def _from_form(request: Request, max_images: int) -> ClassifyInputs:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -39,31 +41,59 @@ class DecodePool:
             initargs=(LARGE_LANE_NICENESS,),
         )
 
-    async def prepare(self, data: bytes, cfg: DataConfig, *, deadline: float | None = None) -> tuple[np.ndarray, float]:
+    async def prepare(
+        self,
+        data: bytes,
+        cfg: DataConfig,
+        *,
+        deadline: float | None = None,
+        charge: Callable[[float], None] | None = None,
+    ) -> tuple[np.ndarray, float]:
         """``(3, img_size, img_size)`` float32 and the milliseconds it took, waiting for a free worker included
         (under load that wait is most of it). Raises the ``ImageError`` family, or ``DeadlineExceeded`` when the
         ``time.monotonic()`` deadline passes before the job starts or between decoding and transforming: work
-        nobody waits for any more stops at the next stage instead of holding a worker and its pixels."""
+        nobody waits for any more stops at the next stage instead of holding a worker and its pixels.
+        ``charge`` is called on the event loop with the CPU seconds each part of the work took (not the wait),
+        whether it succeeded or not, and also when the caller stopped waiting while the work went on."""
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        x = await loop.run_in_executor(self._executor, self._prepare, data, cfg, deadline, False)
+        report = None if charge is None else functools.partial(_report, loop, charge)
+        x = await loop.run_in_executor(self._executor, self._prepare, data, cfg, deadline, False, report)
         if x is None:  # a large image: decoded in its own lane
-            x = await loop.run_in_executor(self._large, self._prepare, data, cfg, deadline, True)
+            x = await loop.run_in_executor(self._large, self._prepare, data, cfg, deadline, True, report)
         assert x is not None
         return x, (time.perf_counter() - started) * 1e3
 
-    def _prepare(self, data: bytes, cfg: DataConfig, deadline: float | None, large_lane: bool) -> np.ndarray | None:
+    def _prepare(
+        self,
+        data: bytes,
+        cfg: DataConfig,
+        deadline: float | None,
+        large_lane: bool,
+        report: Callable[[float], None] | None,
+    ) -> np.ndarray | None:
         _check_deadline(deadline)
-        # Over the cap: decode_image refuses it from the header at once, no need to queue in the large lane.
-        if not large_lane and LARGE_PIXELS < costly_pixels(data) <= self.limits.max_pixels:
-            return None
-        image = decode_image(data, limits=self.limits, target_size=cfg.resize_size)
-        _check_deadline(deadline)
-        return transform(image, cfg)
+        started = time.thread_time()
+        try:
+            # Over the cap: decode_image refuses it from the header at once, no need to queue in the large lane.
+            if not large_lane and LARGE_PIXELS < costly_pixels(data) <= self.limits.max_pixels:
+                return None
+            image = decode_image(data, limits=self.limits, target_size=cfg.resize_size)
+            _check_deadline(deadline)
+            return transform(image, cfg)
+        finally:
+            if report is not None:
+                report(time.thread_time() - started)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._large.shutdown(wait=False, cancel_futures=True)
+
+
+def _report(loop: asyncio.AbstractEventLoop, charge: Callable[[float], None], cpu_s: float) -> None:
+    """From a worker thread: ``charge(cpu_s)`` on the event loop (unless the loop has closed meanwhile)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(charge, cpu_s)
 
 
 def _lower_priority(niceness: int) -> None:

@@ -3,8 +3,8 @@
 Served by the HTTP service's own process and event loop (``grpc.aio``), so both protocols share one batcher
 per version, one admission count and one decode pool; started after the default model is warm and stopped
 (in-flight calls finish within ``drain_timeout_s``) before the versions drain. Errors are gRPC statuses
-mapped from the service's HTTP statuses (503 → UNAVAILABLE with a ``retry-after`` trailer, 504 →
-DEADLINE_EXCEEDED, ...); the call's gRPC deadline shortens the request's like REST's ``timeout``.
+mapped from the service's HTTP statuses (503 → UNAVAILABLE and 429 → RESOURCE_EXHAUSTED with a ``retry-after``
+trailer, 504 → DEADLINE_EXCEEDED, ...); the call's gRPC deadline shortens the request's like REST's ``timeout``.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ _CODES = {
     401: grpc.StatusCode.UNAUTHENTICATED,
     404: grpc.StatusCode.NOT_FOUND,
     409: grpc.StatusCode.FAILED_PRECONDITION,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }

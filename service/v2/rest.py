@@ -19,7 +19,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vitserve.service.http.errors import ServiceError, UnsupportedMediaType, describe
-from vitserve.service.inputs.body import client_id
+from vitserve.service.inputs.body import request_client
 from vitserve.service.v2.protocol import EXTENSIONS, SERVER_NAME, SERVER_VERSION, InferenceProtocol, ModelMetadata
 from vitserve.service.v2.rest_codec import HEADER_LENGTH, decode_request, encode_response, split_body
 from vitserve.service.v2.schemas import (
@@ -152,7 +152,7 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
     infer_request, binary_default = decode_request(
         header, binary, model=name, version=version, fallback_id=request.headers.get("x-request-id")
     )
-    client = client_id(request, request.app.state.settings.client_header)
+    client = request_client(request)
     response = await InferenceProtocol.from_state(request.app.state).infer(
         infer_request, arrived=arrived, client=client
     )

@@ -96,3 +96,13 @@ def corrupt(store: ModelStore, card: Card) -> Path:
     path.chmod(0o644)
     path.write_bytes(bytes(data))
     return path
+
+
+class Clock:
+    """A monotonic clock the test advances by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now

@@ -12,22 +12,13 @@ import threading
 import numpy as np
 import pytest
 
+from tests.service.fakes import Clock
 from vitserve.service.batching.batcher import Batcher
 from vitserve.service.http.errors import DeadlineExceeded, Overloaded, ShuttingDown
 
 pytestmark = pytest.mark.anyio
 
 WAIT_S = 10.0  # bound on every wait for the worker thread; reached only when the batcher is broken
-
-
-class Clock:
-    """A monotonic clock the test advances by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Gated:

@@ -118,7 +118,8 @@ async def test_concurrent_alias_changes_end_with_the_alias_served(serve: Any, st
 
 
 async def test_a_canary_takes_its_weight_of_requests_and_sticky_keys_stay(serve: Any, store: ModelStore) -> None:
-    async with serve(canary_sticky_header="x-user", max_delay_ms=1, **FAST) as (client, _):
+    # 2,000 requests from one test client standing for many users: no per-client rate.
+    async with serve(canary_sticky_header="x-user", max_delay_ms=1, client_rate=0, **FAST) as (client, _):
         store.set_canary("tiny", "production", 2, 10)
         await wait_for(lambda: _has_canary(client))
         versions: list[int] = []

@@ -5,16 +5,9 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
+from tests.service.fakes import Clock
 from vitserve.service.http.live_stats import LiveStats, batch_totals, percentile_ms
 from vitserve.service.observability.request_context import RequestRecord
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_tick_turns_the_interval_into_one_second() -> None:
@@ -54,6 +47,16 @@ def test_the_snapshot_keeps_only_the_window() -> None:
         "p50_ms": 100.0,
         "p99_ms": 100.0,
     }
+
+
+def test_ticks_forget_old_samples_even_when_nobody_reads_the_stats() -> None:
+    clock = Clock()
+    stats = LiveStats(window_s=10, clock=clock)
+    for _ in range(1000):
+        stats.record(0.01, 200)
+        clock.now += 0.1
+        stats.tick((0.0, 0.0), 0)
+    assert len(stats._minute) <= 101  # the last 10 s of samples, not all 1000 (no /stats read in between)
 
 
 def test_as_a_request_observer_it_counts_only_classify_posts() -> None:
