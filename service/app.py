@@ -63,6 +63,7 @@ class Resources:
     classifier: Classifier
     real_engine: bool
     follower: StoreFollower  # follows the store's aliases and canaries, renews this replica's lease
+    client_rates: ClientBudgets | None  # requests per client (REST and gRPC), None → no limit
 
     def close(self) -> None:
         self.pool.close()
@@ -86,7 +87,7 @@ def create_app(
         version="0.1.0",
         lifespan=_lifespan(res),
     )
-    for name in ("settings", "store", "metrics", "registry", "classifier", "lifecycle", "follower"):
+    for name in ("settings", "store", "metrics", "registry", "classifier", "lifecycle", "follower", "client_rates"):
         setattr(app.state, name, getattr(res, name))
     install_error_handlers(app)
     app.include_router(api.router)
@@ -105,7 +106,8 @@ def create_app(
         budget=BodyBudget(settings.max_bodies_bytes),
         budgeted=lambda path: not path.startswith("/admin/"),  # one token holder's upload: its own cap
     )
-    install_hardening(app, settings, res.metrics)  # admin gate, body-read deadline: before any body byte is read
+    # Admin gate, per-client request rate, body-read deadline: before any body byte is read.
+    install_hardening(app, settings, res.metrics, res.client_rates)
     app.add_middleware(ServingMiddleware, metrics=res.metrics, is_draining=lambda: res.lifecycle.draining)
     # Outermost: request ids, access log, traces and the request observers (per-version series, /stats) cover
     # every answer, refusals and 500s included.
@@ -149,6 +151,7 @@ def _resources(settings: Settings, engine_factory: EngineFactory | None, fetcher
         classifier,
         real_engine=engine_factory is None,
         follower=StoreFollower(registry, settings),
+        client_rates=ClientBudgets(settings.client_rate, settings.client_burst) if settings.client_rate > 0 else None,
     )
 
 

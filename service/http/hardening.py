@@ -68,24 +68,30 @@ class ClientRateMiddleware:
             return
         peer = scope.get("client")
         client = client_id(scope["headers"], peer[0] if peer else None, self.header)
-        wait_s = self.budgets.wait_s(client, need=1)
-        if wait_s > 0:
-            self.metrics.rejections.labels("client_rate").inc()
-            err = RateLimited(
-                f"too many requests from this client (at most {self.budgets.rate:g} a second, "
-                f"bursts of {self.budgets.burst:g}); retry after the Retry-After seconds",
-                retry_after_s=wait_s,
-            )
+        try:
+            take_request(self.budgets, client, self.metrics)
+        except RateLimited as err:
             await error_response(err.code, str(err), err.status, err.headers())(scope, receive, send)
             return
-        self.budgets.charge(client, 1)
         await self.app(scope, receive, send)
 
 
-def install_hardening(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+def take_request(budgets: ClientBudgets, client: str, metrics: Metrics) -> None:
+    """One request's token from ``client``'s bucket, or ``RateLimited`` with the wait for the next one."""
+    wait_s = budgets.wait_s(client, need=1)
+    if wait_s > 0:
+        metrics.rejections.labels("client_rate").inc()
+        raise RateLimited(
+            f"too many requests from this client (at most {budgets.rate:g} a second, bursts of {budgets.burst:g}); "
+            "retry after the Retry-After seconds",
+            retry_after_s=wait_s,
+        )
+    budgets.charge(client, 1)
+
+
+def install_hardening(app: FastAPI, settings: Settings, metrics: Metrics, client_rates: ClientBudgets | None) -> None:
     """Add the guards; call after the body cap so that they run before it (Starlette wraps in reverse)."""
     app.add_middleware(BodyDeadlineMiddleware, timeout_s=settings.body_timeout_s)
     app.add_middleware(AdminGuardMiddleware, token=settings.admin_token, separate_listener=settings.admin_separate)
-    if settings.client_rate > 0:
-        budgets = ClientBudgets(settings.client_rate, settings.client_burst)
-        app.add_middleware(ClientRateMiddleware, budgets=budgets, header=settings.client_header, metrics=metrics)
+    if client_rates is not None:
+        app.add_middleware(ClientRateMiddleware, budgets=client_rates, header=settings.client_header, metrics=metrics)

@@ -21,7 +21,9 @@ import numpy as np
 from fastapi import FastAPI
 from grpc import aio
 
+from vitserve.service.client_budgets import client_id
 from vitserve.service.http.errors import InvalidInput, ServiceError, ShuttingDown, describe
+from vitserve.service.http.hardening import take_request
 from vitserve.service.v2.proto import grpc_predict_v2_pb2 as pb
 from vitserve.service.v2.protocol import (
     EXTENSIONS,
@@ -94,8 +96,22 @@ class InferenceServicer:
             raise ShuttingDown("the server is shutting down; retry on another replica", retry_after_s=1)
         request_id = dict(context.invocation_metadata() or ()).get("x-request-id")
         decoded = decode_infer(request, deadline_s=context.time_remaining(), fallback_id=request_id)
-        client = context.peer() or ""  # e.g. ipv4:127.0.0.1:53114: the admission share is per connection here
+        client = grpc_client(context, self.state.settings.client_header)
+        if self.state.client_rates is not None:
+            take_request(self.state.client_rates, client, self.state.metrics)
         return encode_infer(await self._protocol().infer(decoded, arrived=arrived, client=client))
+
+
+def grpc_client(context: Any, header: str | None) -> str:
+    """The caller's identity, as REST's (``client_budgets.client_id``): ``header`` from the call's metadata when a
+    trusted proxy sets it, else the peer's address without its port (``ipv4:10.0.0.7:53114`` → ``10.0.0.7``,
+    ``ipv6:[::1]:53114`` → ``::1``), so that new connections do not make a new client."""
+    peer = context.peer() or ""
+    kind, _, address = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        peer = address.rsplit(":", 1)[0].strip("[]")
+    metadata = [(str(k).encode("latin-1"), str(v).encode("latin-1")) for k, v in context.invocation_metadata() or ()]
+    return client_id(metadata, peer, header)
 
 
 def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:

@@ -188,6 +188,21 @@ async def test_errors_are_grpc_statuses(serve: Any, factory: Any) -> None:
     assert ("retry-after", "1") in tuple(busy.value.trailing_metadata() or ())
 
 
+async def test_a_caller_over_its_request_rate_is_resource_exhausted(serve: Any) -> None:
+    # The rate is per address, not per connection: a new channel is the same caller.
+    async with grpc_app(serve, client_rate=0.2, client_burst=2) as (stub, _, app):
+        for i in range(2):
+            await stub("ModelInfer", image_request(png(i)))
+        with pytest.raises(grpc.aio.AioRpcError) as limited:
+            await stub("ModelInfer", image_request(png(2)))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.state.grpc_port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as again:
+                await Stub(channel)("ModelInfer", image_request(png(3)))
+    assert limited.value.code() == again.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    retry_after = dict(limited.value.trailing_metadata() or ())["retry-after"]
+    assert 1 <= int(retry_after) <= 5
+
+
 async def test_off_by_default_and_stopped_with_the_app(serve: Any) -> None:
     async with serve() as (_, app):
         assert getattr(app.state, "grpc_port", None) is None
