@@ -10,7 +10,8 @@ the same batch sizes: e2e ÷ engine-only says what HTTP, decoding and batching c
 preprocessing time of one JPEG on one core, and /healthz latency while 16 and 64 clients load the server.
 
 In the same run, on the same JPEGs and concurrency levels (``--no-peers`` leaves them out): our server at
-reduced precision (int8; bf16 where the CPU has it) and the peer servers (``peer_servers``: LitServe with
+reduced precision (dynamic int8 on ONNX Runtime; static int8 on OpenVINO, quantised first with NNCF and
+calibrated on the same photographs; bf16 where the CPU has it) and the peer servers (``peer_servers``: LitServe with
 PyTorch or OpenVINO, a plain FastAPI + PyTorch app, LitServe with a no-op model), each serving the same
 weights with the same preprocessing and checked against our answer before it is timed (``http_peers``). All
 servers start together and are measured one at a time, the others paused (``server_fleet``). Writes
@@ -270,7 +271,7 @@ def run_http_bench(
         specs: list[ServerSpec] = [main]
         not_started: list[dict[str, Any]] = []
         if peers:
-            others, not_started = _other_servers(ours, kind, store, card, threads, ports, workdir)
+            others, not_started = _other_servers(ours, kind, store, card, threads, ports, workdir, jpegs)
             specs += others
         with server_fleet(specs, workdir, READY_TIMEOUT_S) as servers:
             if servers[0].error:
@@ -317,6 +318,17 @@ def run_http_bench(
         return payload
 
 
+def _quantise_static(store: ModelStore, card: Card, jpegs: Sequence[bytes]) -> None:
+    """``card``'s NNCF int8 IR, calibrated on the benchmark's own photographs: enough for a speed measurement
+    (the weights are seeded random ones); a served version's opt-in is calibrated and gated on real data."""
+    from vitserve.runtime.export_cache import cached_static_int8
+    from vitserve.vit.preprocess import preprocess
+
+    started = time.monotonic()
+    cached_static_int8(store, card, preprocess(list(jpegs), card.data))
+    logger.info("static int8 quantisation for the int8-static server: %.1f s", time.monotonic() - started)
+
+
 def _other_servers(
     ours: Callable[..., ServerSpec],
     engine: str,
@@ -325,21 +337,24 @@ def _other_servers(
     threads: int,
     ports: Iterator[int],
     workdir: Path,
+    jpegs: Sequence[bytes],
 ) -> tuple[list[ServerSpec], list[dict[str, Any]]]:
     """Our server (``ours(precision=, port=)``, on ``engine``) at each reduced precision and every peer server;
-    the rows of those this machine cannot run."""
+    the rows of those this machine cannot run. ``int8-static`` is quantised first, calibrated on ``jpegs``."""
     from vitserve.benchmarks.runners import Unsupported, require_precision
 
     specs, skipped = [], []
     for precision in http_peers.REDUCED:
         spec = ours(precision=precision, port=next(ports))
         try:
-            if engine == "mindspore" or (precision == "bf16" and engine != "openvino"):
+            if engine == "mindspore" or (precision in ("bf16", "int8-static") and engine != "openvino"):
                 raise Unsupported(f"the {engine} engine does not run {precision}")
             require_precision(precision)
         except Unsupported as err:
             skipped.append({"label": spec.label, "role": spec.role, "precision": precision, "skipped": str(err)})
             continue
+        if precision == "int8-static":
+            _quantise_static(store, card, jpegs)
         specs.append(spec)
     for kind in PEER_KINDS:
         try:

@@ -25,7 +25,7 @@ HEALTHZ_INTERVAL_S = 0.05
 HEALTHZ_LEVELS = (16, 64)  # the concurrency levels at which /healthz is polled, on our server
 RATIO_CONCURRENCY = 16  # throughput ratios compare servers at this many clients
 LATENCY_CONCURRENCY = 1  # p50 ratios compare servers at this many clients
-REDUCED = ("int8", "bf16")
+REDUCED = ("int8", "int8-static", "bf16")
 
 
 def predictions_of(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -76,10 +76,12 @@ def test_quick_engine_bench_writes_json_markdown_and_png(tmp_path: Path) -> None
 # The largest softmax-score difference from our fp32 server each precision may show on the reference JPEG. fp32
 # servers differ by ~1e-8 (our server decodes the JPEG at a reduced scale, the peers in full); a server that
 # normalised with the wrong mean/std differs by ~3e-3 with the same top-1, a wrong model by more.
-SCORE_TOLERANCE = {"fp32": 1e-4, "bf16": 2e-3, "int8": 2e-3}
+# Static int8 is calibrated on the benchmark's 8 photographs (measured 5e-4 on the tiny model).
+SCORE_TOLERANCE = {"fp32": 1e-4, "bf16": 2e-3, "int8": 2e-3, "int8-static": 1e-2}
 SERVERS = {
     "vitserve[openvino] fp32",
     "vitserve[onnxruntime] int8",
+    "vitserve[openvino] int8-static",
     "vitserve[openvino] bf16",
     *(kind.label for kind in PEER_KINDS),
 }
