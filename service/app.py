@@ -20,7 +20,7 @@ import httpx
 from fastapi import FastAPI
 
 from vitserve.model_store import Card, ModelStore
-from vitserve.runtime.engine import build_engine
+from vitserve.runtime.engine import build_engine, resolve_kind
 from vitserve.service.admission import client_limit
 from vitserve.service.classify import Classifier
 from vitserve.service.client_budgets import ClientBudgets
@@ -211,6 +211,18 @@ async def _start(registry: VersionRegistry, settings: Settings, *, real_engine: 
         os.environ.pop("MS_COMPILER_CACHE_ENABLE", None)
 
 
+def compile_cache_key(settings: Settings, card: Card, mindspore_version: str) -> str:
+    """The compile cache's folder name: everything the start-up graphs depend on. MindSpore keys its cache by
+    compile order within a process, and each engine kind compiles different graphs in a different order (the
+    MindSpore engine its buckets, the CPU engines the export), so the engine kind is part of the key."""
+    sizes = "-".join(map(str, settings.batch_sizes))
+    engine = resolve_kind(settings.engine, settings.device_target)
+    return (
+        f"{card.name}-{card.version}-{card.sha256[:16]}-{settings.device_target}-{engine}-b{sizes}"
+        f"-ms{mindspore_version}"
+    )
+
+
 def configure_mindspore(settings: Settings, card: Card) -> None:
     """GRAPH_MODE on the device, and a compile cache keyed by what the compiled graphs depend on."""
     import mindspore as ms
@@ -220,9 +232,7 @@ def configure_mindspore(settings: Settings, card: Card) -> None:
         ms.set_device(settings.device_target)
     except RuntimeError as err:  # already set in this process (a second app in tests): keep it
         log.debug("set_device: %s", err)
-    sizes = "-".join(map(str, settings.batch_sizes))
-    key = f"{card.name}-{card.version}-{card.sha256[:16]}-{settings.device_target}-b{sizes}-ms{ms.__version__}"
-    path = settings.cache_dir / key
+    path = settings.cache_dir / compile_cache_key(settings, card, ms.__version__)
     path.mkdir(parents=True, exist_ok=True)
     # The environment variables are MindSpore 2.10's interface (set_context's cache options are deprecated);
     # the path is read once per process, at the first compilation.

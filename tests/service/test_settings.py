@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from vitserve.model_store import ModelStore
 from vitserve.service.settings import SettingsError, load_settings
 
 
@@ -87,3 +89,15 @@ def test_bad_cpu_engine_settings_name_the_variable(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv(env, value)
     with pytest.raises(SettingsError, match=f"{env}='{value}'"):
         load_settings()
+
+
+def test_the_compile_cache_key_names_what_the_graphs_depend_on(make_settings: Any, store: ModelStore) -> None:
+    from vitserve.service.app import compile_cache_key
+
+    card = store.resolve("tiny")
+    keys = {
+        engine: compile_cache_key(make_settings(engine=engine), card, "2.10.0") for engine in ("mindspore", "openvino")
+    }
+    assert keys["mindspore"] != keys["openvino"]  # each compiles other graphs, in another order
+    assert all(card.sha256[:16] in key and key.endswith("-ms2.10.0") for key in keys.values())
+    assert compile_cache_key(make_settings(engine="mindspore", max_batch_size=4), card, "2.10.0") != keys["mindspore"]
