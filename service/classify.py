@@ -128,13 +128,13 @@ class Classifier:
         return results
 
     def _check_decode_budget(self, client: str) -> None:
-        wait_s = self.decode_budgets.wait_s(client) if self.decode_budgets is not None else 0.0
-        if wait_s > 0:
-            assert self.decode_budgets is not None
+        budgets = self.decode_budgets
+        wait_s = budgets.wait_s(client) if budgets is not None else 0.0
+        if budgets is not None and wait_s > 0:
             self.metrics.rejections.labels("client_decode_cpu").inc()
             raise RateLimited(
-                f"this client's images took more decoding time than its share ({self.decode_budgets.rate:g} CPU "
-                "seconds a second); retry after the Retry-After seconds, or send smaller images",
+                f"this client's images took more decoding time than its share ({budgets.rate:g} CPU seconds a "
+                "second); retry after the Retry-After seconds, or send smaller images",
                 retry_after_s=wait_s,
             )
 
