@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="CPU engines' precision (default auto: each version's opt-in, see `vitserve models set-precision`)",
     )
     p.add_argument("--max-batch-size", type=int, help="largest batch (compiled buckets 1, 2, 4, ... up to it)")
-    p.add_argument("--max-delay-ms", type=float, help="how long a batch waits to fill when the engine is idle (0)")
+    p.add_argument("--max-delay-ms", type=float, help="an idle engine's wait for requests still decoding (0)")
     p.add_argument("--queue-size", type=int, help="waiting images per version before 503")
     p.add_argument("--decode-workers", type=int, help="image decoding threads")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

@@ -147,20 +147,22 @@ class Classifier:
     ) -> tuple[np.ndarray, Timings]:
         fetch_ms = None
         try:
-            async with asyncio.timeout(deadline - time.monotonic()):
-                data = image.data
-                if image.url is not None:
-                    started = time.monotonic()
-                    data = await self.fetcher.fetch(image.url)
-                    fetch_ms = (time.monotonic() - started) * 1e3
-                    self.metrics.stage_seconds.labels("fetch").observe(fetch_ms / 1e3)
-                    note_stage(request_context.current(), "fetch", fetch_ms)
-                if image.pixels is not None:  # preprocessed by the client: nothing to decode
-                    x, decode_ms = image.pixels, 0.0
-                else:
-                    x, decode_ms = await self.pool.prepare(
-                        data or b"", version.card.data, deadline=deadline, charge=self._charge_decode(client)
-                    )
+            # announced to the batcher while fetched and decoded: a batch may wait for it (up to max_delay_ms)
+            with version.batcher.incoming():
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    data = image.data
+                    if image.url is not None:
+                        started = time.monotonic()
+                        data = await self.fetcher.fetch(image.url)
+                        fetch_ms = (time.monotonic() - started) * 1e3
+                        self.metrics.stage_seconds.labels("fetch").observe(fetch_ms / 1e3)
+                        note_stage(request_context.current(), "fetch", fetch_ms)
+                    if image.pixels is not None:  # preprocessed by the client: nothing to decode
+                        x, decode_ms = image.pixels, 0.0
+                    else:
+                        x, decode_ms = await self.pool.prepare(
+                            data or b"", version.card.data, deadline=deadline, charge=self._charge_decode(client)
+                        )
         except TimeoutError:
             self.metrics.rejections.labels("deadline").inc()
             raise DeadlineExceeded("the request's deadline passed while fetching or decoding its images") from None

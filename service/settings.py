@@ -47,8 +47,9 @@ class Settings(BaseSettings):
     # `vitserve bench --only precision --precision int8-static`).
     engine_precision: EnginePrecision = "auto"
     max_batch_size: int = Field(8, ge=1, le=256)  # the largest compiled batch; buckets are powers of two up to it
-    # How long a batch that is not full may wait for company when the engine is idle. 0: dispatch at once (under
-    # load batches still fill, from the requests that queue while the engine runs the previous batch).
+    # How long a batch that is not full may wait for company when the engine is idle, and only while other
+    # requests are decoding their images (a lone client never waits). 0: dispatch at once (under load batches
+    # still fill, from the requests that queue while the engine runs the previous batch).
     max_delay_ms: float = Field(0.0, ge=0, le=1000)
     # Images waiting per loaded version, and (plus max_batch_size) images admitted at once; beyond → 503.
     queue_size: int = Field(64, ge=1)

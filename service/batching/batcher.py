@@ -7,7 +7,9 @@ of ray serve's ``_BatchQueue``. Invariants, all on the monotonic clock:
 - an idle engine never waits for company: a batch is whatever is queued when the engine is free (up to
   ``max_batch_size``), so one client pays no batching delay, and under load the batch grows while the engine
   runs the previous one. ``max_delay_ms`` (0 by default) lets a batch that is not full wait up to that long
-  after its first item arrived, for deployments that prefer fuller batches to latency;
+  after its first item arrived, for deployments that prefer fuller batches to latency, but only while some
+  item is on its way (announced with ``incoming()`` while its image decodes): with none coming, waiting could
+  only add latency, so a lone client pays nothing for it whatever its value;
 - an item whose deadline has passed (or whose caller went away) is dropped before it takes a batch slot, and
   its caller is told at once (``DeadlineExceeded``);
 - the function runs on one worker thread, off the event loop; every caller of a batch gets its own row of the
@@ -21,7 +23,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -91,11 +93,22 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._running = False
+        self._incoming = 0  # items being prepared for this batcher (see ``incoming``)
         self._batch_s = 0.0  # moving average of one model call, for Retry-After
 
     @property
     def depth(self) -> int:
         return self._queue.qsize()
+
+    @contextlib.contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Announce an item on its way (its image decoding) for the duration: a batch that is not full waits up
+        to ``max_delay_ms`` for company only while some item is announced. Event-loop side only."""
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
 
     def start(self) -> None:
         if self._task is None:
@@ -172,7 +185,7 @@ class Batcher:
                 item = self._queue.get_nowait()  # what queued while the engine ran: no waiting for it
             except asyncio.QueueEmpty:
                 remaining = close_at - self._clock()
-                if remaining <= 0:  # always so with max_delay_ms=0: an idle engine starts at once
+                if remaining <= 0 or not self._incoming:  # nothing (more) worth waiting for: start at once
                     break
                 try:
                     item = await asyncio.wait_for(self._queue.get(), remaining)

@@ -64,14 +64,35 @@ async def settle(batcher: Batcher, depth: int) -> None:
     raise AssertionError(f"queue depth {batcher.depth}, expected {depth}")
 
 
-async def test_an_idle_engine_runs_a_lone_request_at_once_even_with_a_long_max_delay() -> None:
+@pytest.mark.parametrize("max_delay_ms", [0, 60_000])
+async def test_an_idle_engine_runs_a_lone_request_at_once_even_with_a_long_max_delay(max_delay_ms: float) -> None:
     clock, fn = Clock(), Gated()
-    # max_delay_ms=0 is the service default; a lone request must not wait for the batch to fill.
-    batcher = Batcher(fn, max_batch_size=8, max_delay_ms=0, queue_size=8, clock=clock)
+    # Nothing else is on its way, so even a minute's max_delay_ms (the default is 0) must not hold it back.
+    batcher = Batcher(fn, max_batch_size=8, max_delay_ms=max_delay_ms, queue_size=8, clock=clock)
     batcher.start()
     result = await asyncio.wait_for(batcher.submit(item(3), deadline=clock() + 5), WAIT_S)
     await batcher.stop()
     assert fn.sizes == [1] and float(result.row[0]) == 30.0 and result.batch_size == 1
+
+
+async def test_with_a_max_delay_a_batch_waits_for_an_item_on_its_way_and_only_then() -> None:
+    clock, fn = Clock(), Gated()
+    batcher = Batcher(fn, max_batch_size=8, max_delay_ms=60_000, queue_size=8, clock=clock)
+    batcher.start()
+    with batcher.incoming():  # a second request is still decoding its image
+        first = asyncio.create_task(batcher.submit(item(1), deadline=clock() + 3600))
+        await settle(batcher, 0)  # the batcher took the first item ...
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert fn.sizes == []  # ... and waits for the one on its way
+    second = asyncio.create_task(batcher.submit(item(2), deadline=clock() + 3600))
+    results = await asyncio.wait_for(asyncio.gather(first, second), WAIT_S)
+    assert fn.sizes == [2] and [r.batch_size for r in results] == [2, 2]
+    with batcher.incoming():  # announced, then gone without an item (its decode failed): no minute's wait
+        pass
+    lone = await asyncio.wait_for(batcher.submit(item(3), deadline=clock() + 3600), WAIT_S)
+    await batcher.stop()
+    assert fn.sizes == [2, 1] and lone.batch_size == 1
 
 
 async def test_the_batch_grows_while_the_engine_is_busy_and_each_caller_gets_its_own_row() -> None:
@@ -117,7 +138,6 @@ async def test_a_failing_batch_fails_each_of_its_callers_and_the_next_batch_work
         *(batcher.submit(item(1), deadline=clock() + 5) for _ in range(4)), return_exceptions=True
     )
     assert calls == [4] and all(isinstance(o, RuntimeError) and str(o) == "boom" for o in outcomes)
-    batcher.max_delay_s = 0  # the next lone request must not wait for company
     again = await asyncio.wait_for(batcher.submit(item(2), deadline=clock() + 5), WAIT_S)
     await batcher.stop()
     assert float(again.row[0]) == 2.0
