@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Bump when runtime/onnx_export.py's graph rewrites change: every cached export then becomes stale.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: LayerNorm variance and Dense rewritten (runtime/onnx_export.py)
 Precision = Literal["fp32", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")
 

@@ -75,7 +75,12 @@ def test_onnx_runtime_matches_mindspore_exact_gelu(tiny_export: tuple[Path, Stat
 def test_exported_graph_has_erf_gelu_and_a_symbolic_batch(tiny_export: tuple[Path, StateDict]) -> None:
     graph = onnx.load(str(tiny_export[0])).graph
     ops = [node.op_type for node in graph.node]
-    assert ops.count("Erf") == TINY.depth and "Tanh" not in ops and "Pow" not in ops
+    assert ops.count("Erf") == TINY.depth and "Tanh" not in ops
+    # LayerNorm's variance as a mean of squares (two per block and the final one), the form the runtimes fuse:
+    assert ops.count("Pow") == ops.count("ReduceMean") // 2 == 2 * TINY.depth + 1 and "ReduceSumSquare" not in ops
+    # Dense layers as MatMul on the token tensor (qkv, proj, fc1, fc2 per block; two attention MatMuls per
+    # block), the classifier head alone on pooled features as Gemm:
+    assert ops.count("MatMul") == 6 * TINY.depth and ops.count("Gemm") == 1
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
@@ -89,6 +94,8 @@ def test_openvino_runs_the_same_export(tiny_export: tuple[Path, StateDict]) -> N
     engine.warmup()
     assert engine.precision == "fp32"  # pinned: unhinted, OpenVINO would run bf16 on a bf16 CPU
     np.testing.assert_allclose(engine.run(x), mindspore_logits(TINY, state, x), atol=1e-4, rtol=0)
+    kernels = [op.get_rt_info()["layerType"].astype(str) for op in engine.compiled.get_runtime_model().get_ops()]
+    assert kernels.count("MVN") == 2 * TINY.depth + 1  # every LayerNorm one fused kernel
 
 
 def test_openvino_bf16_runs_bf16_exactly_where_the_cpu_has_it(tiny_export: tuple[Path, StateDict]) -> None:
