@@ -14,7 +14,9 @@ reduced precision (dynamic int8 on ONNX Runtime; static int8 on OpenVINO, quanti
 calibrated on the same photographs; bf16 where the CPU has it) and the peer servers (``peer_servers``: LitServe with
 PyTorch or OpenVINO, a plain FastAPI + PyTorch app, LitServe with a no-op model), each serving the same
 weights with the same preprocessing and checked against our answer before it is timed (``http_peers``). All
-servers start together and are measured one at a time, the others paused (``server_fleet``). Writes
+servers start together and are measured one at a time, the others paused (``server_fleet``), level by level:
+at each concurrency every server in turn, so that a change in the shared machine's speed during the run falls on
+all of them alike. Writes
 http.json, http.md and http.png to --out.
 """
 
@@ -277,10 +279,15 @@ def run_http_bench(
             if servers[0].error:
                 raise RuntimeError(servers[0].error)
             with measuring(servers[0]) as url:
-                levels, reference = _sweep_ours(url, jpegs, card, concurrency, requests_per_client)
-            rows = [_server_row(main, levels)]
-            for server in servers[1:]:
-                rows.append(_sweep_other(server, jpegs, reference, concurrency, per_peer_client))
+                reference = _reference(url, jpegs, card)
+            checked = [(server, _check_other(server, jpegs, reference)) for server in servers[1:]]
+            levels = []
+            for c in concurrency:  # level by level, every server in turn: a drift in the machine's speed
+                with measuring(servers[0]) as url:  # falls on all of them alike
+                    levels.append(_level_ours(url, jpegs, c, requests_per_client))
+                for server, row in checked:
+                    _level_other(server, row, jpegs, c, per_peer_client)
+            rows = [_server_row(main, levels)] + [row for _, row in checked]
         sizes = sorted({max_batch_size} | {max(1, round(lv["mean_batch_size"] or 1)) for lv in levels})
         engine_rates = engine_only(store, card, kind, sizes, jpegs, threads)
         for level in levels:
@@ -366,36 +373,34 @@ def _other_servers(
     return specs, skipped
 
 
-def _sweep_ours(
-    url: str, jpegs: Sequence[bytes], card: Card, concurrency: Sequence[int], requests_per_client: int
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Our fp32 server: the reference answer, then every level (batch sizes from /metrics; /healthz polled at
-    16 and 64 clients). Returns the levels and the reference (JPEG index, top_k, our answer)."""
+def _reference(url: str, jpegs: Sequence[bytes], card: Card) -> dict[str, Any]:
+    """Our fp32 server's answer that every other server is checked against: the JPEG, top_k and the answer."""
     asyncio.run(sweep_level(url, jpegs, 2, 4))  # first requests: connection set-up, lazy imports
     index = http_peers.reference_jpeg(url, "/classify", jpegs)
     top_k = min(card.config.num_classes, 100)  # every class our server will return (its max_top_k is 100)
-    reference = {"jpeg": index, "top_k": top_k, "answer": http_peers.classify(url, "/classify", jpegs[index], top_k)}
-    levels = []
-    for c in concurrency:
-        before = batch_counters(url)
-        with contextlib.ExitStack() as stack:
-            probe = stack.enter_context(http_peers.HealthzProbe(url)) if c in http_peers.HEALTHZ_LEVELS else None
-            level = asyncio.run(sweep_level(url, jpegs, c, max(c * requests_per_client, 8)))
-        if probe is not None:
-            level.update(probe.stats())
-        after = batch_counters(url)
-        calls = after[1] - before[1]
-        level["mean_batch_size"] = (after[0] - before[0]) / calls if calls else None
-        logger.info(
-            "concurrency %3d: %.2f img/s, p50 %.0f ms, mean batch %s, /healthz p99 %s ms",
-            c,
-            level["images_per_s"],
-            level["p50_ms"],
-            level["mean_batch_size"],
-            level.get("healthz_p99_ms"),
-        )
-        levels.append(level)
-    return levels, reference
+    return {"jpeg": index, "top_k": top_k, "answer": http_peers.classify(url, "/classify", jpegs[index], top_k)}
+
+
+def _level_ours(url: str, jpegs: Sequence[bytes], concurrency: int, requests_per_client: int) -> dict[str, Any]:
+    """One level on our fp32 server: the batch sizes it formed (from /metrics), /healthz polled at 16 and 64."""
+    before = batch_counters(url)
+    with contextlib.ExitStack() as stack:
+        probe = stack.enter_context(http_peers.HealthzProbe(url)) if concurrency in http_peers.HEALTHZ_LEVELS else None
+        level = asyncio.run(sweep_level(url, jpegs, concurrency, max(concurrency * requests_per_client, 8)))
+    if probe is not None:
+        level.update(probe.stats())
+    after = batch_counters(url)
+    calls = after[1] - before[1]
+    level["mean_batch_size"] = (after[0] - before[0]) / calls if calls else None
+    logger.info(
+        "concurrency %3d: %.2f img/s, p50 %.0f ms, mean batch %s, /healthz p99 %s ms",
+        concurrency,
+        level["images_per_s"],
+        level["p50_ms"],
+        level["mean_batch_size"],
+        level.get("healthz_p99_ms"),
+    )
+    return level
 
 
 def _server_row(spec: ServerSpec, levels: list[dict[str, Any]]) -> dict[str, Any]:
@@ -404,42 +409,58 @@ def _server_row(spec: ServerSpec, levels: list[dict[str, Any]]) -> dict[str, Any
     return {**row, "levels": [{k: lv[k] for k in keys} for lv in levels]}
 
 
-def _sweep_other(
-    server: ServerProcess,
-    jpegs: Sequence[bytes],
-    reference: dict[str, Any],
-    concurrency: Sequence[int],
-    requests_per_client: int,
-) -> dict[str, Any]:
-    """Check ``server``'s answer on the reference JPEG against ours, then sweep it (the no-op server: 1 client).
-    A server that failed to start, answers differently or fails under load is a row with its ``error``."""
+def _check_other(server: ServerProcess, jpegs: Sequence[bytes], reference: dict[str, Any]) -> dict[str, Any]:
+    """Warm ``server`` up and check its answer on the reference JPEG against ours; the no-op server is measured
+    here, at 1 client, once. A server that failed to start or answers differently is a row with its ``error``
+    (and is stopped); otherwise the row its levels are added to."""
     spec = server.spec
     row: dict[str, Any] = {"label": spec.label, "role": spec.role, "precision": spec.precision}
     if server.error:
         return {**row, "error": server.error}
-    with measuring(server) as url:
-        try:
-            asyncio.run(sweep_level(url, jpegs, 2, 4, spec.predict_path))
-            if spec.role != "overhead":
-                answer = http_peers.classify(url, spec.predict_path, jpegs[reference["jpeg"]], reference["top_k"])
-                row["check"] = check = http_peers.compare(reference["answer"], answer)
-                logger.info("%s: answer on the reference JPEG vs ours: %s", spec.label, check)
-                if not check["same_top1"]:
-                    return {
-                        **row,
-                        "error": f"top-1 {check['top1']} differs from ours ({check['top1_ours']}): not timed",
-                    }
-            levels = [http_peers.LATENCY_CONCURRENCY] if spec.role == "overhead" else concurrency
-            row["levels"] = []
-            for c in levels:
-                level = asyncio.run(sweep_level(url, jpegs, c, max(c * requests_per_client, 4), spec.predict_path))
-                logger.info("%s c=%d: %.2f img/s, p50 %.1f ms", spec.label, c, level["images_per_s"], level["p50_ms"])
-                row["levels"].append(level)
-        except Exception as err:  # a failing peer must not sink the whole benchmark; it is reported
-            logger.exception("%s failed", spec.label)
-            row.pop("levels", None)
-            return {**row, "error": f"{type(err).__name__}: {err}; its log ends:\n{server.log_tail()}"}
+    with _reported(server, row), measuring(server) as url:
+        asyncio.run(sweep_level(url, jpegs, 2, 4, spec.predict_path))
+        if spec.role == "overhead":
+            c = http_peers.LATENCY_CONCURRENCY
+            row["levels"] = [asyncio.run(sweep_level(url, jpegs, c, 4 * c, spec.predict_path))]
+            logger.info("%s c=%d: p50 %.1f ms", spec.label, c, row["levels"][0]["p50_ms"])
+            server.stop()  # nothing more to measure: its memory is freed
+            return row
+        answer = http_peers.classify(url, spec.predict_path, jpegs[reference["jpeg"]], reference["top_k"])
+        row["check"] = check = http_peers.compare(reference["answer"], answer)
+        logger.info("%s: answer on the reference JPEG vs ours: %s", spec.label, check)
+        if not check["same_top1"]:
+            row["error"] = f"top-1 {check['top1']} differs from ours ({check['top1_ours']}): not timed"
+            server.stop()
+            return row
+        row["levels"] = []
     return row
+
+
+def _level_other(
+    server: ServerProcess, row: dict[str, Any], jpegs: Sequence[bytes], concurrency: int, requests_per_client: int
+) -> None:
+    """Measure one level on a checked server and add it to ``row`` (a failure replaces the row's levels with its
+    ``error`` and stops the server: a failing peer must not sink the whole benchmark)."""
+    spec = server.spec
+    if "error" in row or spec.role == "overhead" or server.stopped:
+        return
+    with _reported(server, row), measuring(server) as url:
+        requests = max(concurrency * requests_per_client, 4)
+        level = asyncio.run(sweep_level(url, jpegs, concurrency, requests, spec.predict_path))
+        logger.info("%s c=%d: %.2f img/s, p50 %.1f ms", spec.label, concurrency, level["images_per_s"], level["p50_ms"])
+        row["levels"].append(level)
+
+
+@contextlib.contextmanager
+def _reported(server: ServerProcess, row: dict[str, Any]) -> Iterator[None]:
+    """An exception while measuring ``server`` becomes its row's ``error`` (with the end of its log)."""
+    try:
+        yield
+    except Exception as err:
+        logger.exception("%s failed", server.spec.label)
+        row.pop("levels", None)
+        row["error"] = f"{type(err).__name__}: {err}; its log ends:\n{server.log_tail()}"
+        server.stop()
 
 
 def _peers_section(

@@ -1,7 +1,7 @@
 """The HTTP benchmark's servers as process groups: started together, measured one at a time, always stopped.
 
 Starting every server at once overlaps their slow start-ups (imports, exports, compilation). Once all are
-ready, each is paused (SIGSTOP to its process group) and resumed only for its own measurement: an idle server
+ready, each is paused (SIGSTOP to its process group) and resumed only for its own measurements: an idle server
 is not always idle (LitServe's worker polls its request queue every millisecond, ~0.2 core), and on a small
 machine a neighbour's polling would be measured as the measured server's slowness. Each server runs in a
 session of its own (``start_new_session``), so that stopping the group also stops the worker processes it
@@ -145,9 +145,9 @@ def server_fleet(specs: Sequence[ServerSpec], logdir: Path, ready_timeout_s: flo
 
 @contextlib.contextmanager
 def measuring(server: ServerProcess) -> Iterator[str]:
-    """Resume ``server`` for a measurement, yield its URL, and stop it afterwards (its memory is freed)."""
+    """Resume ``server`` for one measurement, yield its URL, and pause it again (it keeps its warm state)."""
     server.resume()
     try:
         yield server.url
     finally:
-        server.stop()
+        server.pause()
