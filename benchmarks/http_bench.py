@@ -280,7 +280,7 @@ def run_http_bench(
                 raise RuntimeError(servers[0].error)
             with measuring(servers[0]) as url:
                 reference = _reference(url, jpegs, card)
-            checked = [(server, _check_other(server, jpegs, reference)) for server in servers[1:]]
+            checked = [(server, _check_other(server, jpegs, reference, per_peer_client)) for server in servers[1:]]
             levels = []
             for c in concurrency:  # level by level, every server in turn: a drift in the machine's speed
                 with measuring(servers[0]) as url:  # falls on all of them alike
@@ -409,7 +409,9 @@ def _server_row(spec: ServerSpec, levels: list[dict[str, Any]]) -> dict[str, Any
     return {**row, "levels": [{k: lv[k] for k in keys} for lv in levels]}
 
 
-def _check_other(server: ServerProcess, jpegs: Sequence[bytes], reference: dict[str, Any]) -> dict[str, Any]:
+def _check_other(
+    server: ServerProcess, jpegs: Sequence[bytes], reference: dict[str, Any], requests_per_client: int
+) -> dict[str, Any]:
     """Warm ``server`` up and check its answer on the reference JPEG against ours; the no-op server is measured
     here, at 1 client, once. A server that failed to start or answers differently is a row with its ``error``
     (and is stopped); otherwise the row its levels are added to."""
@@ -421,7 +423,8 @@ def _check_other(server: ServerProcess, jpegs: Sequence[bytes], reference: dict[
         asyncio.run(sweep_level(url, jpegs, 2, 4, spec.predict_path))
         if spec.role == "overhead":
             c = http_peers.LATENCY_CONCURRENCY
-            row["levels"] = [asyncio.run(sweep_level(url, jpegs, c, 4 * c, spec.predict_path))]
+            requests = max(c * requests_per_client, 4)
+            row["levels"] = [asyncio.run(sweep_level(url, jpegs, c, requests, spec.predict_path))]
             logger.info("%s c=%d: p50 %.1f ms", spec.label, c, row["levels"][0]["p50_ms"])
             server.stop()  # nothing more to measure: its memory is freed
             return row
@@ -545,10 +548,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-peers", action="store_true", help="our fp32 server only (no reduced precision, no peer servers)"
     )
     parser.add_argument(
+        "--requests-per-client", type=int, default=4, help="requests per client per level (at least 8 per level)"
+    )
+    parser.add_argument(
         "--peer-requests-per-client",
         type=int,
         default=None,
-        help="requests per client per level for every server but ours in fp32 (default: 2 with --quick, else 4)",
+        help="requests per client per level for every server but ours in fp32 (default: 2 with --quick, else as ours)",
     )
 
 
@@ -569,6 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_batch_size=args.max_batch_size,
         max_delay_ms=args.max_delay_ms,
         peers=not args.no_peers,
+        requests_per_client=args.requests_per_client,
         peer_requests_per_client=args.peer_requests_per_client,
     )
     print((args.out / "http.md").read_text(encoding="utf-8"))

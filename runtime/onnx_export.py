@@ -246,7 +246,12 @@ def rewrite_layer_norm_variance(graph_model: onnx.ModelProto) -> int:
         count, shape = g.const(divide.input[1]), shapes.get(square.input[0])
         attrs = {a.name: helper.get_attribute_value(a) for a in square.attribute}
         axes = attrs.get("axes", list(range(len(shape or []))))
-        if count is None or count.size != 1 or not shape or float(count.reshape(())) != float(np.prod([shape[a] for a in axes])):
+        if (
+            count is None
+            or count.size != 1
+            or not shape
+            or float(count.reshape(())) != float(np.prod([shape[a] for a in axes]))
+        ):
             raise ExportError(f"{divide.name}: not a mean of squares over {square.input[0]} {shape}")
         position = list(graph.node).index(square)
         squared = f"{square.name}/squared"
