@@ -274,49 +274,30 @@ def rewrite_dense_to_matmul(graph_model: onnx.ModelProto) -> int:
     """Replace each ``Reshape(x, [-1, k]) → Gemm(w, b)`` by ``Reshape(x, [0, -1, k]) → MatMul(wᵀ) → Add(b)``, in
     place (the Reshape after it, back to the token layout, stays); returns how many. Gemms on other inputs (the
     classifier head, on pooled features) are left as they are."""
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
+
+    from vitserve.runtime.quantize import gemm_to_matmul, matmul_weight
 
     graph = graph_model.graph
     g = _Graph(graph)
-    replaced = 0
-    for gemm in [n for n in graph.node if n.op_type == "Gemm"]:
-        flat, weight_name, bias = gemm.input
-        flatten = g.producer.get(flat)
-        attrs = {a.name: helper.get_attribute_value(a) for a in gemm.attribute}
-        weight = g.const(weight_name)
-        if (
-            flatten is None
-            or flatten.op_type != "Reshape"
-            or len(g.consumers[flat]) != 1
-            or weight is None
-            or attrs.get("transA", 0)
-            or attrs.get("alpha", 1.0) != 1.0
-            or attrs.get("beta", 1.0) != 1.0
-        ):
+    initializers = {init.name for init in graph.initializer}  # the weights gemm_to_matmul rewrites
+    dense = []
+    for gemm in [n for n in graph.node if n.op_type == "Gemm" and n.input[1] in initializers]:
+        flat = gemm.input[0]
+        flatten, weight = g.producer.get(flat), g.const(gemm.input[1])
+        if flatten is None or flatten.op_type != "Reshape" or len(g.consumers[flat]) != 1 or weight is None:
             continue
-        w = weight.T if attrs.get("transB", 0) else weight  # (k, n)
+        w = matmul_weight(gemm, weight)  # (k, n), or None: not a form MatMul + Add computes
         target = g.const(flatten.input[1])
-        if target is None or target.tolist() != [-1, w.shape[0]]:
+        if w is None or target is None or target.tolist() != [-1, w.shape[0]]:
             continue
-        p = gemm.name or gemm.output[0]
-        graph.initializer.extend(
-            [
-                numpy_helper.from_array(np.array([0, -1, w.shape[0]], np.int64), f"{p}/tokens_shape"),
-                numpy_helper.from_array(np.ascontiguousarray(w), f"{p}/weight_kn"),
-            ]
-        )
-        flatten.input[1] = f"{p}/tokens_shape"  # (batch, tokens, k): 0 copies the batch, -1 keeps the tokens
-        position = list(graph.node).index(gemm)
-        graph.node.remove(gemm)
-        graph.node.insert(
-            position, helper.make_node("MatMul", [flat, f"{p}/weight_kn"], [f"{p}/matmul"], name=f"{p}/MatMul")
-        )
-        graph.node.insert(
-            position + 1, helper.make_node("Add", [f"{p}/matmul", bias], [gemm.output[0]], name=f"{p}/Bias")
-        )
-        replaced += 1
+        shape = f"{gemm.name or gemm.output[0]}/tokens_shape"
+        graph.initializer.append(numpy_helper.from_array(np.array([0, -1, w.shape[0]], np.int64), shape))
+        flatten.input[1] = shape  # (batch, tokens, k): 0 copies the batch, -1 keeps the tokens
+        dense.append(gemm.output[0])
+    gemm_to_matmul(graph_model, only=set(dense))
     _drop_unused_initializers(graph_model)
-    return replaced
+    return len(dense)
 
 
 def make_batch_symbolic(graph_model: onnx.ModelProto, trace_batch: int) -> None:

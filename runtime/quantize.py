@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -52,8 +53,9 @@ def quantize_int8(src: Path, dst: Path) -> None:
     logger.info("quantised %s → %s (int8 dynamic, %d weight matmuls)", src, dst, len(weight_matmuls))
 
 
-def gemm_to_matmul(graph_model: onnx.ModelProto) -> list[str]:
-    """Rewrite each ``Gemm(x, W, b, transB=1)`` with constant ``W`` as ``MatMul(x, Wᵀ) + b``, in place.
+def gemm_to_matmul(graph_model: onnx.ModelProto, only: Collection[str] | None = None) -> list[str]:
+    """Rewrite each ``Gemm(x, W, b, transB=1)`` with constant ``W`` as ``MatMul(x, Wᵀ) + b``, in place; with
+    ``only``, just the Gemms whose output is named there.
 
     ORT's dynamic quantiser handles MatMul but not Gemm. Returns the names of every MatMul whose second input
     is a constant (the weight matmuls: the only ones to quantise).
@@ -63,14 +65,11 @@ def gemm_to_matmul(graph_model: onnx.ModelProto) -> list[str]:
     graph = graph_model.graph
     weights = {init.name: init for init in graph.initializer}
     for node in list(graph.node):
-        if node.op_type != "Gemm" or node.input[1] not in weights:
+        if node.op_type != "Gemm" or node.input[1] not in weights or (only is not None and node.output[0] not in only):
             continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+        weight = matmul_weight(node, numpy_helper.to_array(weights[node.input[1]]))
+        if weight is None:
             continue
-        weight = numpy_helper.to_array(weights[node.input[1]])
-        if attrs.get("transB", 0):
-            weight = np.ascontiguousarray(weight.T)
         name = node.name or node.output[0]
         graph.initializer.append(numpy_helper.from_array(weight, f"{node.input[1]}/matmul"))
         product = f"{name}/matmul_out" if len(node.input) > 2 else node.output[0]
@@ -89,3 +88,14 @@ def gemm_to_matmul(graph_model: onnx.ModelProto) -> list[str]:
     graph.initializer.extend(keep)
     constants = {init.name for init in graph.initializer}
     return [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in constants]
+
+
+def matmul_weight(gemm: Any, weight: np.ndarray) -> np.ndarray | None:
+    """``weight`` as the ``(k, n)`` second input of a MatMul computing the Gemm node ``gemm`` (``Wᵀ`` under
+    ``transB``), or None when the Gemm is not a plain ``x·W + b`` (``transA``, ``alpha`` or ``beta`` set)."""
+    from onnx import helper
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in gemm.attribute}
+    if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+        return None
+    return np.ascontiguousarray(weight.T) if attrs.get("transB", 0) else weight
