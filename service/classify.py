@@ -129,8 +129,10 @@ class Classifier:
 
     def _check_decode_budget(self, client: str) -> None:
         budgets = self.decode_budgets
-        wait_s = budgets.wait_s(client) if budgets is not None else 0.0
-        if budgets is not None and wait_s > 0:
+        if budgets is None:
+            return
+        wait_s = budgets.wait_s(client)
+        if wait_s > 0:
             self.metrics.rejections.labels("client_decode_cpu").inc()
             raise RateLimited(
                 f"this client's images took more decoding time than its share ({budgets.rate:g} CPU seconds a "
