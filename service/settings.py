@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     canary_guard: bool = False  # abort a canary by itself when it does worse than the stable version (below)
     canary_min_requests: int = Field(100, ge=1)  # requests each side needs before the guard judges
     canary_max_error_rate_delta: float = Field(0.05, ge=0, le=1)  # canary error rate - stable's above this → abort
-    canary_max_p99_ratio: float = Field(2.0, ge=1)  # canary p99 latency / stable's above this → abort
+    canary_max_p99_ratio: float = Field(2.0, ge=1)  # canary p99 / stable's above this → abort (≥ 200 successes each)
     # Web pages: the classify page at / and the models page at /ui/models (false → 404; /stats stays).
     ui: bool = True
     # Observability: json → one JSON object per log line (a line per request, with its id); text for a terminal.

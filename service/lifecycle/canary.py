@@ -18,6 +18,10 @@ import numpy as np
 
 # Latency samples kept per version: enough for a stable p99 (100 samples above it), bounded memory.
 _MAX_SAMPLES = 10_000
+# Successful requests each side needs before the guard compares p99s. The p99 of fewer is the slowest request or
+# next to it, so one stall (a noisy neighbour, a new version's first batches) would abort a healthy canary; of
+# 200 it lies among the three slowest.
+P99_MIN_SAMPLES = 200
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,8 @@ class VersionStats:
 @dataclass(frozen=True)
 class Guard:
     """When to abort a canary: both sides have ``min_requests`` and the canary's error rate exceeds the stable
-    one's by more than ``max_error_rate_delta``, or its p99 is more than ``max_p99_ratio`` times the stable's."""
+    one's by more than ``max_error_rate_delta``, or (once both have ``P99_MIN_SAMPLES`` successful requests) its
+    p99 is more than ``max_p99_ratio`` times the stable's."""
 
     min_requests: int
     max_error_rate_delta: float
@@ -108,6 +113,8 @@ class Guard:
                 f"error rate {canary.error_rate:.3f} over {canary.requests} requests vs {stable.error_rate:.3f} "
                 f"for {split.stable} (allowed +{self.max_error_rate_delta:.3f})"
             )
+        if min(len(stable.latencies_s), len(canary.latencies_s)) < P99_MIN_SAMPLES:
+            return None
         canary_p99, stable_p99 = canary.p99_s, stable.p99_s
         if canary_p99 is not None and stable_p99 and canary_p99 > self.max_p99_ratio * stable_p99:
             return (

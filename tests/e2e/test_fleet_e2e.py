@@ -208,6 +208,9 @@ async def test_canary_split_and_guard_across_replicas(fleet: list[ServerProcess]
             versions.append(response.json()["model"]["version"])
     share = versions.count(canary.version) / len(versions)
     print(f"\nreal replicas: canary share {share:.3f} over {len(versions)} requests (weight 30 %)")
+    # A healthy canary keeps its split: the guard (10 requests a side) must not abort it for one slow request.
+    aborts = [(await serving(server))["sync"]["guard_abort"] for server in live]
+    assert fleet_store.canary("tiny", "production") is not None, aborts
     assert 0.18 <= share <= 0.42  # 200 draws at p = 0.3: 4 standard deviations either side
     assert cli(fleet_store, "abort", "tiny").returncode == 0
 
