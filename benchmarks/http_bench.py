@@ -5,9 +5,11 @@
 
 For each concurrency (1, 4, 16, 64) clients POST 500×375 JPEGs (scikit-image's photographs) to /classify
 over 127.0.0.1 and we record throughput, p50/p95/p99 latency and the mean batch size the server achieved
-(from /metrics). Then, with the server stopped, the same engine runs in-process on preprocessed images at
-the same batch sizes: e2e ÷ engine-only says what HTTP, decoding and batching cost. Also reports the
-preprocessing time of one JPEG on one core, and /healthz latency while 16 and 64 clients load the server.
+(from /metrics). Right after each level, with every server paused, the same engine runs in this process on
+preprocessed images at the batch size the level formed: e2e ÷ engine-only says what HTTP, decoding and batching
+cost. The server's own timing of its model calls (/metrics) gives the same figure without the drift between the
+two: the share of the level's wall time its engine was busy. Also reports the preprocessing time of one JPEG on
+one core, and /healthz latency while 16 and 64 clients load the server.
 
 In the same run, on the same JPEGs and concurrency levels (``--no-peers`` leaves them out): our server at
 reduced precision (dynamic int8 on ONNX Runtime; static int8 on OpenVINO, quantised first with NNCF and
@@ -15,9 +17,8 @@ calibrated on the same photographs; bf16 where the CPU has it) and the peer serv
 PyTorch or OpenVINO, a plain FastAPI + PyTorch app, LitServe with a no-op model), each serving the same
 weights with the same preprocessing and checked against our answer before it is timed (``http_peers``). All
 servers start together and are measured one at a time, the others paused (``server_fleet``), level by level:
-at each concurrency every server in turn, so that a change in the shared machine's speed during the run falls on
-all of them alike. Writes
-http.json, http.md and http.png to --out.
+at each concurrency every server in turn, so that a change in the shared machine's speed during the run falls
+on all of them alike. Writes http.json, http.md and http.png to --out.
 """
 
 from __future__ import annotations
@@ -141,19 +142,16 @@ def peer_spec(kind: PeerKind, store: ModelStore, card: Card, threads: int, port:
     )
 
 
-def batch_counters(url: str) -> tuple[float, float]:
-    """(images, model calls) so far, from the vitserve_batch_size histogram on /metrics."""
+def batch_counters(url: str) -> tuple[float, float, float]:
+    """(images, model calls, seconds in model calls) so far, from the server's batch histograms on /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    images = calls = 0.0
+    totals = {"vitserve_batch_size_sum": 0.0, "vitserve_batch_size_count": 0.0, "vitserve_batch_seconds_sum": 0.0}
     for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
-        if family.name == "vitserve_batch_size":
-            for sample in family.samples:
-                if sample.name.endswith("_sum"):
-                    images += sample.value
-                elif sample.name.endswith("_count"):
-                    calls += sample.value
-    return images, calls
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return tuple(totals.values())  # type: ignore[return-value]
 
 
 async def sweep_level(
@@ -183,6 +181,7 @@ async def sweep_level(
     return {
         "concurrency": concurrency,
         "requests": requests,
+        "elapsed_s": elapsed,
         "ok": len(latencies),
         "failures": failures,
         "images_per_s": len(latencies) / elapsed,
@@ -208,24 +207,26 @@ def preprocess_ms(jpegs: Sequence[bytes], data: DataConfig, repeats: int = 5) ->
     return percentile_ms(samples, 50)
 
 
-def engine_only(
-    store: ModelStore, card: Card, engine: str, batch_sizes: Sequence[int], jpegs: Sequence[bytes], threads: int
-) -> dict[int, float]:
-    """images/s of the server's engine in-process, on preprocessed real images, per batch size."""
-    from vitserve.runtime.engine import EngineOptions, build_engine
-    from vitserve.vit.preprocess import preprocess
+class EngineOnly:
+    """The server's engine in this process, on the benchmark's preprocessed JPEGs. Each level's engine-only rate is
+    measured right after our server's turn at that level (every server paused), so e2e ÷ engine compares figures
+    taken seconds apart on a machine whose speed drifts, not a whole sweep apart."""
 
-    options = EngineOptions(batch_sizes=tuple(sorted(set(batch_sizes))), threads=threads)
-    runner = build_engine(engine, card, store, options)
-    runner.warmup()
-    images = preprocess(list(jpegs), card.data)
-    result = {}
-    for batch in batch_sizes:
-        x = np.concatenate([images] * (batch // len(images) + 1))[:batch]
-        result[batch] = measure(functools.partial(runner.run, x), batch, Budget(warmup=1, min_iters=3, min_time_s=2.0))[
-            "images_per_s"
-        ]
-    return result
+    def __init__(
+        self, store: ModelStore, card: Card, engine: str, jpegs: Sequence[bytes], threads: int, max_batch_size: int
+    ) -> None:
+        from vitserve.runtime.engine import EngineOptions, build_engine
+        from vitserve.vit.preprocess import preprocess
+
+        sizes = tuple(sorted({*EngineOptions().batch_sizes, max_batch_size}))  # the sizes a server warms
+        self.runner = build_engine(engine, card, store, EngineOptions(batch_sizes=sizes, threads=threads))
+        self.runner.warmup()
+        self.images = preprocess(list(jpegs), card.data)
+
+    def images_per_s(self, batch: int) -> float:
+        x = np.concatenate([self.images] * (batch // len(self.images) + 1))[:batch]
+        budget = Budget(warmup=1, min_iters=3, min_time_s=2.0)
+        return float(measure(functools.partial(self.runner.run, x), batch, budget)["images_per_s"])
 
 
 def run_http_bench(
@@ -281,19 +282,16 @@ def run_http_bench(
             with measuring(servers[0]) as url:
                 reference = _reference(url, jpegs, card)
             checked = [(server, _check_other(server, jpegs, reference, per_peer_client)) for server in servers[1:]]
+            engine_only = EngineOnly(store, card, kind, jpegs, threads, max_batch_size)
             levels = []
-            for c in concurrency:  # level by level, every server in turn: a drift in the machine's speed
-                with measuring(servers[0]) as url:  # falls on all of them alike
-                    levels.append(_level_ours(url, jpegs, c, requests_per_client))
+            for c in concurrency:  # level by level, every server in turn: a drift in the machine's speed falls on
+                with measuring(servers[0]) as url:  # all of them alike; the engine alone right after ours
+                    level = _level_ours(url, jpegs, c, requests_per_client)
+                _level_engine_only(engine_only, level, max_batch_size)
+                levels.append(level)
                 for server, row in checked:
                     _level_other(server, row, jpegs, c, per_peer_client)
             rows = [_server_row(main, levels)] + [row for _, row in checked]
-        sizes = sorted({max_batch_size} | {max(1, round(lv["mean_batch_size"] or 1)) for lv in levels})
-        engine_rates = engine_only(store, card, kind, sizes, jpegs, threads)
-        for level in levels:
-            batch = max(1, round(level["mean_batch_size"] or 1))
-            level["engine_only_images_per_s"] = engine_rates[batch]
-            level["e2e_over_engine"] = level["images_per_s"] / engine_rates[batch]
         saturated = max(levels, key=lambda lv: lv["images_per_s"])
         payload = {
             "benchmark": "http",
@@ -310,13 +308,13 @@ def run_http_bench(
             },
             "environment": report.environment(threads),
             "preprocess_ms_one_core": preprocess_ms(jpegs, card.data),
-            "engine_only_images_per_s": {str(k): v for k, v in engine_rates.items()},
             "levels": levels,
             "saturation": {
                 "concurrency": saturated["concurrency"],
                 "e2e_images_per_s": saturated["images_per_s"],
-                "engine_only_at_max_batch": engine_rates[max_batch_size],
-                "e2e_over_engine_at_max_batch": saturated["images_per_s"] / engine_rates[max_batch_size],
+                "engine_only_at_max_batch": saturated["engine_only_at_max_batch"],
+                "e2e_over_engine_at_max_batch": saturated["images_per_s"] / saturated["engine_only_at_max_batch"],
+                "engine_busy_share": saturated["engine_busy_share"],
             },
         }
         if peers:
@@ -389,18 +387,31 @@ def _level_ours(url: str, jpegs: Sequence[bytes], concurrency: int, requests_per
         level = asyncio.run(sweep_level(url, jpegs, concurrency, max(concurrency * requests_per_client, 8)))
     if probe is not None:
         level.update(probe.stats())
-    after = batch_counters(url)
-    calls = after[1] - before[1]
-    level["mean_batch_size"] = (after[0] - before[0]) / calls if calls else None
+    images, calls, seconds = (after - before for after, before in zip(batch_counters(url), before, strict=True))
+    level["mean_batch_size"] = images / calls if calls else None
+    # The engine as it ran inside the server during this level, from the server's own timing of each model call:
+    # e2e ÷ this is the share of the engine's time that went to answering clients, whatever the machine's speed.
+    level["engine_in_server_images_per_s"] = images / seconds if seconds else None
+    level["engine_busy_share"] = seconds / level["elapsed_s"]
     logger.info(
-        "concurrency %3d: %.2f img/s, p50 %.0f ms, mean batch %s, /healthz p99 %s ms",
+        "concurrency %3d: %.2f img/s, p50 %.0f ms, mean batch %s, engine busy %.1f %%, /healthz p99 %s ms",
         concurrency,
         level["images_per_s"],
         level["p50_ms"],
         level["mean_batch_size"],
+        100 * level["engine_busy_share"],
         level.get("healthz_p99_ms"),
     )
     return level
+
+
+def _level_engine_only(engine_only: EngineOnly, level: dict[str, Any], max_batch_size: int) -> None:
+    """The engine alone at the batch size the level formed on average, and at the largest: e2e ÷ engine."""
+    batch = max(1, round(level["mean_batch_size"] or 1))
+    level["engine_only_images_per_s"] = rate = engine_only.images_per_s(batch)
+    level["engine_only_at_max_batch"] = rate if batch == max_batch_size else engine_only.images_per_s(max_batch_size)
+    level["e2e_over_engine"] = level["images_per_s"] / rate
+    logger.info("engine alone at batch %d: %.2f img/s (e2e ÷ engine %.3f)", batch, rate, level["e2e_over_engine"])
 
 
 def _server_row(spec: ServerSpec, levels: list[dict[str, Any]]) -> dict[str, Any]:
@@ -483,7 +494,7 @@ def _peers_section(
 def _write_outputs(out: Path, payload: dict[str, Any]) -> None:
     report.write_json(out / "http.json", payload)
     headers = ["concurrency", "img/s", "p50 ms", "p95 ms", "p99 ms", "mean batch", "engine-only img/s", "e2e/engine"]
-    headers += ["/healthz p50/p99 ms"]
+    headers += ["engine in server img/s", "engine busy", "/healthz p50/p99 ms"]
     rows = [
         [
             lv["concurrency"],
@@ -494,6 +505,8 @@ def _write_outputs(out: Path, payload: dict[str, Any]) -> None:
             lv["mean_batch_size"],
             lv["engine_only_images_per_s"],
             lv["e2e_over_engine"],
+            lv["engine_in_server_images_per_s"],
+            f"{100 * lv['engine_busy_share']:.1f} %",
             f"{lv['healthz_p50_ms']:.1f} / {lv['healthz_p99_ms']:.1f}" if "healthz_p50_ms" in lv else None,
         ]
         for lv in payload["levels"]
@@ -505,6 +518,9 @@ def _write_outputs(out: Path, payload: dict[str, Any]) -> None:
         f"{payload['environment']['threads']} threads\n"
         f"- saturation (concurrency {sat['concurrency']}): e2e ÷ engine-only at batch {payload['max_batch_size']} = "
         f"{sat['e2e_over_engine_at_max_batch']:.3f}\n"
+        "- engine in server: images ÷ the server's own timing of its model calls during the level; engine busy: "
+        "that time ÷ the level's wall time (= e2e ÷ engine in server), immune to the machine's drift between the "
+        "server's turn and the engine-only one\n"
         f"- preprocessing one {payload['jpeg']['size'][0]}×{payload['jpeg']['size'][1]} JPEG on one core: "
         f"{payload['preprocess_ms_one_core']:.2f} ms (median)\n"
     )

@@ -101,6 +101,9 @@ def test_quick_http_bench_drives_a_real_server_and_the_peer_servers(tmp_path: Pa
         assert level["ok"] == level["requests"] and not level["failures"]  # every request answered 200
         assert level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"]
         assert 1 <= level["mean_batch_size"] <= 8 and level["e2e_over_engine"] > 0
+        # The server timed its own model calls: never longer than the level, and the images it computed match.
+        assert 0 < level["engine_busy_share"] <= 1
+        assert level["engine_in_server_images_per_s"] >= level["images_per_s"]
     assert payload["levels"][0]["mean_batch_size"] == 1  # one client at a time cannot share a batch
     assert "healthz_p50_ms" not in payload["levels"][0]  # /healthz is polled at 16 and 64 clients only
     busy = payload["levels"][1]
