@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -232,6 +233,12 @@ def configure_mindspore(settings: Settings, card: Card) -> None:
         ms.set_device(settings.device_target)
     except RuntimeError as err:  # already set in this process (a second app in tests): keep it
         log.debug("set_device: %s", err)
+    entry = sys.argv[0] if sys.argv else ""
+    if entry and not os.path.isfile(entry):
+        # MindSpore's cache reads the entry script to hash what it imports; with none to read (``python -c``,
+        # ``python -m cProfile -m ...``) the first compilation, an export included, fails instead.
+        log.warning("MindSpore compile cache off: the entry script %r is not a file MindSpore can read", entry)
+        return
     path = settings.cache_dir / compile_cache_key(settings, card, ms.__version__)
     path.mkdir(parents=True, exist_ok=True)
     # The environment variables are MindSpore 2.10's interface (set_context's cache options are deprecated);

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +103,20 @@ def test_the_compile_cache_key_names_what_the_graphs_depend_on(make_settings: An
     assert keys["mindspore"] != keys["openvino"]  # each compiles other graphs, in another order
     assert all(card.sha256[:16] in key and key.endswith("-ms2.10.0") for key in keys.values())
     assert compile_cache_key(make_settings(engine="mindspore", max_batch_size=4), card, "2.10.0") != keys["mindspore"]
+
+
+@pytest.mark.parametrize(("entry", "cached"), [("-c", False), ("vitserve.admin.main", False), (__file__, True)])
+def test_the_compile_cache_needs_an_entry_script_mindspore_can_read(
+    make_settings: Any, store: ModelStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry: str, cached: bool
+) -> None:
+    """MindSpore's cache hashes the imports of ``sys.argv[0]``; a server started with ``python -c`` or under
+    ``python -m cProfile -m vitserve.admin.main`` failed its first export on the missing file. It now serves
+    without the cache instead."""
+    from vitserve.service.app import configure_mindspore
+
+    for name in ("MS_COMPILER_CACHE_ENABLE", "MS_COMPILER_CACHE_PATH"):
+        monkeypatch.setenv(name, "")  # restored (to unset) after the test: the cache path is read once per process
+    monkeypatch.setattr(sys, "argv", [entry])
+    configure_mindspore(make_settings(compile_cache_dir=tmp_path / "cache"), store.resolve("tiny"))
+    assert (os.environ["MS_COMPILER_CACHE_ENABLE"] == "1") is cached
+    assert Path(os.environ["MS_COMPILER_CACHE_PATH"] or "/nonexistent").is_dir() is cached
