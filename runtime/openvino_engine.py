@@ -1,16 +1,18 @@
 """The OpenVINO engine: a store version's cached ONNX export compiled by OpenVINO's CPU plugin.
 
 Implements the service's ``Engine`` protocol. OpenVINO reads the ONNX file directly (its batch axis stays
-dynamic) and keeps its own compiled-blob cache beside the export (``cache/openvino``), keyed by OpenVINO
-itself on the model and the device. Every model is compiled with an explicit precision hint: ``fp32`` is pinned
-to f32 (without a hint OpenVINO silently runs bf16 on a CPU with bf16 instructions), and ``precision="bf16"``
-asks for bfloat16 only where the CPU has native bf16 (``runtime.cpu_precision.native_bf16``); elsewhere it
-runs f32 and logs a warning. ``precision`` says what the compiled model actually runs (``"fp32"`` or
-``"bf16"``), asked of OpenVINO, not assumed. ``openvino`` is imported only when this engine is built.
+dynamic) and keeps its own compiled-blob cache beside the export (``cache/openvino/<hint>``, one folder per
+precision hint: see ``blob_cache``), keyed by OpenVINO itself on the model and the device. Every model is
+compiled with an explicit precision hint: ``fp32`` is pinned to f32 (without a hint OpenVINO silently runs bf16
+on a CPU with bf16 instructions), and ``precision="bf16"`` asks for bfloat16 only where the CPU has native bf16
+(``runtime.cpu_precision.native_bf16``); elsewhere it runs f32 and logs a warning. ``precision`` says what the
+compiled model actually runs (``"fp32"`` or ``"bf16"``), asked of OpenVINO, not assumed. ``openvino`` is
+imported only when this engine is built.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vitserve.model_store.card import Card
+from vitserve.model_store.locking import exclusive_lock
 from vitserve.model_store.store import ModelStore
 from vitserve.runtime.cpu_precision import matmul_precisions, native_bf16, precision_name
 from vitserve.runtime.onnx_engine import (
@@ -66,9 +69,9 @@ class OpenVinoEngine:
         self.input_shape = tuple(input_shape)
         self.threads = threads or default_threads()
         core = ov.Core()
-        if cache_dir is not None:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            core.set_property({"CACHE_DIR": str(cache_dir)})
+        blobs = None if cache_dir is None else blob_cache(cache_dir, _PRECISION_HINTS[precision])
+        if blobs is not None:
+            core.set_property({"CACHE_DIR": str(blobs)})
         config = {
             "INFERENCE_NUM_THREADS": self.threads,
             # One stream: the service batches requests itself; more streams would split the cores.
@@ -76,7 +79,10 @@ class OpenVinoEngine:
             "NUM_STREAMS": 1,
             "INFERENCE_PRECISION_HINT": _PRECISION_HINTS[precision],
         }
-        self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
+        with contextlib.nullcontext() if blobs is None else exclusive_lock(blobs.with_name(f".{blobs.name}.lock")):
+            # One compiler per blob folder at a time, across processes: replicas starting together would
+            # otherwise write one blob at once (1 trial in 20 failed so); the next one imports it instead.
+            self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
         self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.precision = precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))  # what runs
         self._request = self.compiled.create_infer_request()
@@ -94,6 +100,22 @@ class OpenVinoEngine:
         """Run every bucket size once (the plugin specialises its kernels per input shape on first use)."""
         for size in self.batch_sizes:
             self.run(np.zeros((size, *self.input_shape), np.float32))
+
+
+def blob_cache(root: Path, hint: str) -> Path:
+    """OpenVINO's compiled-blob folder for models compiled at ``hint``, under ``root``, one per hint.
+
+    OpenVINO names a blob after the model, not the precision hint: two processes compiling one export at f32 and
+    at bf16 (two servers of one version, a replica and its bf16 canary) write the same file, each replacing the
+    other's, and one of them fails ("cannot set permissions: No such file or directory"); processes compiling
+    into one folder take its lock (``.<hint>.lock`` beside it). Blobs left directly in ``root`` by the earlier
+    one-folder layout are removed.
+    """
+    for stale in root.glob("*.blob"):
+        stale.unlink(missing_ok=True)
+    folder = root / hint
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def build_openvino_engine(card: Card, store: ModelStore, options: EngineOptions) -> OpenVinoEngine | OnnxRuntimeEngine:

@@ -131,6 +131,24 @@ def forbid_export(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("vitserve.runtime.onnx_export.export_onnx", fail)
 
 
+def test_openvino_keeps_one_blob_folder_per_precision_hint(tiny_export: tuple[Path, StateDict], tmp_path: Path) -> None:
+    """OpenVINO names a compiled blob after the model, not the hint: compiled at f32 and bf16 into one folder, two
+    processes replaced each other's file and one failed to start (3 of 20 trials of concurrent compiles)."""
+    from vitserve.runtime.openvino_engine import OpenVinoEngine
+
+    path, _ = tiny_export
+    root = tmp_path / "openvino"
+    root.mkdir()
+    (root / "18020022523106916162.blob").write_bytes(b"left by the one-folder layout")
+    engines = {
+        p: OpenVinoEngine(path, input_shape=SHAPE, threads=1, precision=p, cache_dir=root) for p in ("fp32", "bf16")
+    }
+    folders = {"fp32": "f32", "bf16": "bf16" if engines["bf16"].precision == "bf16" else "f32"}  # f32 without bf16
+    assert not list(root.glob("*.blob"))
+    assert sorted(d.name for d in root.iterdir() if d.is_dir()) == sorted(set(folders.values()))
+    assert all(len(list((root / folder).glob("*.blob"))) == 1 for folder in folders.values())
+
+
 def test_cache_is_reused_across_engines(published: tuple[ModelStore, Card, StateDict], monkeypatch) -> None:
     store, card, state = published
     path = cached_onnx(store, card)
