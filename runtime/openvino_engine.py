@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,9 +69,6 @@ class OpenVinoEngine:
         self.input_shape = tuple(input_shape)
         self.threads = threads or default_threads()
         core = ov.Core()
-        blobs = None if cache_dir is None else blob_cache(cache_dir, _PRECISION_HINTS[precision])
-        if blobs is not None:
-            core.set_property({"CACHE_DIR": str(blobs)})
         config = {
             "INFERENCE_NUM_THREADS": self.threads,
             # One stream: the service batches requests itself; more streams would split the cores.
@@ -79,9 +76,10 @@ class OpenVinoEngine:
             "NUM_STREAMS": 1,
             "INFERENCE_PRECISION_HINT": _PRECISION_HINTS[precision],
         }
-        with contextlib.nullcontext() if blobs is None else exclusive_lock(blobs.with_name(f".{blobs.name}.lock")):
-            # One compiler per blob folder at a time, across processes: replicas starting together would
-            # otherwise write one blob at once (1 trial in 20 failed so); the next one imports it instead.
+        with contextlib.ExitStack() as stack:
+            if cache_dir is not None:
+                blobs = stack.enter_context(blob_cache(cache_dir, _PRECISION_HINTS[precision]))
+                core.set_property({"CACHE_DIR": str(blobs)})
             self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
         self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.precision = precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))  # what runs
@@ -102,20 +100,23 @@ class OpenVinoEngine:
             self.run(np.zeros((size, *self.input_shape), np.float32))
 
 
-def blob_cache(root: Path, hint: str) -> Path:
-    """OpenVINO's compiled-blob folder for models compiled at ``hint``, under ``root``, one per hint.
+@contextlib.contextmanager
+def blob_cache(root: Path, hint: str) -> Iterator[Path]:
+    """OpenVINO's compiled-blob folder for models compiled at ``hint``, under ``root``, one per hint, held locked
+    (``.<hint>.lock`` beside it) for the block: compile into it inside.
 
     OpenVINO names a blob after the model, not the precision hint: two processes compiling one export at f32 and
     at bf16 (two servers of one version, a replica and its bf16 canary) write the same file, each replacing the
-    other's, and one of them fails ("cannot set permissions: No such file or directory"); processes compiling
-    into one folder take its lock (``.<hint>.lock`` beside it). Blobs left directly in ``root`` by the earlier
-    one-folder layout are removed.
+    other's, and one of them fails ("cannot set permissions: No such file or directory"). Replicas compiling at
+    one hint together also wrote one blob at once (1 trial in 20 failed so); under the lock the next one imports
+    it instead. Blobs left directly in ``root`` by the earlier one-folder layout are removed.
     """
     for stale in root.glob("*.blob"):
         stale.unlink(missing_ok=True)
     folder = root / hint
     folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    with exclusive_lock(root / f".{hint}.lock"):
+        yield folder
 
 
 def build_openvino_engine(card: Card, store: ModelStore, options: EngineOptions) -> OpenVinoEngine | OnnxRuntimeEngine:
