@@ -146,12 +146,13 @@ def batch_counters(url: str) -> tuple[float, float, float]:
     """(images, model calls, seconds in model calls) so far, from the server's batch histograms on /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    totals = {"vitserve_batch_size_sum": 0.0, "vitserve_batch_size_count": 0.0, "vitserve_batch_seconds_sum": 0.0}
+    images, calls, seconds = "vitserve_batch_size_sum", "vitserve_batch_size_count", "vitserve_batch_seconds_sum"
+    totals = dict.fromkeys((images, calls, seconds), 0.0)
     for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
         for sample in family.samples:
             if sample.name in totals:
                 totals[sample.name] += sample.value
-    return tuple(totals.values())  # type: ignore[return-value]
+    return totals[images], totals[calls], totals[seconds]
 
 
 async def sweep_level(
