@@ -22,13 +22,14 @@ from fastapi import FastAPI
 
 from vitserve.model_store import Card, ModelStore
 from vitserve.runtime.engine import build_engine, resolve_kind
-from vitserve.service.admission import client_limit
 from vitserve.service.classify import Classifier
-from vitserve.service.client_budgets import ClientBudgets
-from vitserve.service.http import admin_api, api, fleet_api
+from vitserve.service.core.admission import client_limit
+from vitserve.service.core.client_budgets import ClientBudgets
+from vitserve.service.core.live_stats import LiveStats
+from vitserve.service.core.metrics import Metrics
+from vitserve.service.http import admin_api, api, fleet_api, stats_api
 from vitserve.service.http.errors import install_error_handlers
 from vitserve.service.http.hardening import install_hardening
-from vitserve.service.http.metrics import Metrics
 from vitserve.service.http.middleware import BodyBudget, BodyLimitMiddleware, ServingMiddleware
 from vitserve.service.http.request_middleware import RequestMiddleware
 from vitserve.service.inputs.decode_pool import DecodePool
@@ -36,7 +37,7 @@ from vitserve.service.inputs.fetch import Resolver, UrlFetcher, UrlPolicy, syste
 from vitserve.service.lifecycle.follower import StoreFollower
 from vitserve.service.lifecycle.versions import EngineFactory, VersionRegistry
 from vitserve.service.observability.tracing import Tracer
-from vitserve.service.pages.mount import mount_pages
+from vitserve.service.pages.routes import pages_router
 from vitserve.service.settings import Settings
 from vitserve.service.v2.router import build_router as v2_router
 from vitserve.vit.decode import DecodeLimits
@@ -92,7 +93,10 @@ def create_app(
         setattr(app.state, name, getattr(res, name))
     install_error_handlers(app)
     app.include_router(api.router)
-    live_stats = mount_pages(app, settings)  # /stats, stored figures, and the web pages unless VITSERVE_UI=false
+    app.state.live_stats = live_stats = LiveStats()  # /stats and the stored figures are API; the pages are not
+    app.include_router(stats_api.router)
+    if settings.ui:
+        app.include_router(pages_router())
     app.include_router(v2_router())  # Open Inference Protocol: /v2 REST routes, gRPC when grpc_port is set
     if settings.admin_token:
         app.include_router(admin_api.router, include_in_schema=False)  # not in the public /openapi.json

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from vitserve.runtime.postprocess import top_k
-from vitserve.service.admission import Admission
-from vitserve.service.client_budgets import ClientBudgets
-from vitserve.service.http.errors import DeadlineExceeded, InvalidField, RateLimited, describe
-from vitserve.service.http.metrics import Metrics
-from vitserve.service.http.schemas import ClassifyResponse, ModelRef, Prediction, Result, Timings
+from vitserve.service.core.admission import Admission
+from vitserve.service.core.client_budgets import ClientBudgets
+from vitserve.service.core.errors import DeadlineExceeded, InvalidField, RateLimited, describe
+from vitserve.service.core.metrics import Metrics
+from vitserve.service.core.schemas import ClassifyResponse, ModelRef, Prediction, Result, Timings
 from vitserve.service.inputs.body import ClassifyInputs, ImageInput
 from vitserve.service.inputs.decode_pool import DecodePool
 from vitserve.service.inputs.fetch import UrlFetcher

@@ -30,7 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
-from vitserve.service.http.errors import DeadlineExceeded, Overloaded, ShuttingDown
+from vitserve.service.core.errors import DeadlineExceeded, Overloaded, ShuttingDown
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from starlette.datastructures import UploadFile
 from vitserve.model_store import Card, ModelStore
 from vitserve.model_store.pretrained import default_labels
 from vitserve.model_store.reference import validate_name
-from vitserve.service.http.errors import InvalidField, Unauthorized, without_paths
-from vitserve.service.http.schemas import ERROR_RESPONSES, AliasRequest, RollbackRequest
+from vitserve.service.core.errors import InvalidField, Unauthorized, without_paths
+from vitserve.service.core.schemas import ERROR_RESPONSES, AliasRequest, RollbackRequest
 from vitserve.service.lifecycle.versions import VersionRegistry
 from vitserve.vit.checkpoint import load_checkpoint_file
 from vitserve.vit.config import DataConfig, ViTConfig

@@ -12,9 +12,9 @@ from fastapi.responses import JSONResponse, Response
 
 from vitserve.model_store import Card
 from vitserve.service.classify import Classifier
+from vitserve.service.core.schemas import ERROR_RESPONSES, ClassifyResponse, ModelInfo, ModelList, VersionInfo
 from vitserve.service.http.fleet_api import fleet_fields
 from vitserve.service.http.model_listing import listed_model
-from vitserve.service.http.schemas import ERROR_RESPONSES, ClassifyResponse, ModelInfo, ModelList, VersionInfo
 from vitserve.service.inputs.body import read_inputs
 from vitserve.service.lifecycle.follower import StoreFollower
 from vitserve.service.lifecycle.versions import VersionRegistry

@@ -13,14 +13,14 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from vitserve.service.http.admin_api import require_token
-from vitserve.service.http.schemas import (
+from vitserve.service.core.schemas import (
     ERROR_RESPONSES,
     CanaryInfo,
     CanaryPromoteRequest,
     CanaryRequest,
     SyncInfo,
 )
+from vitserve.service.http.admin_api import require_token
 from vitserve.service.lifecycle.follower import StoreFollower
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_token)], responses=ERROR_RESPONSES)

@@ -16,10 +16,11 @@ import time
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vitserve.service.client_budgets import ClientBudgets, client_id
+from vitserve.service.core.client_budgets import ClientBudgets, client_id, take_request
+from vitserve.service.core.errors import BodyTimeout, RateLimited
+from vitserve.service.core.metrics import Metrics
 from vitserve.service.http.admin_guard import AdminGuardMiddleware
-from vitserve.service.http.errors import BodyTimeout, RateLimited, error_response
-from vitserve.service.http.metrics import Metrics
+from vitserve.service.http.errors import error_response
 from vitserve.service.http.middleware import PROBE_PATHS
 from vitserve.service.settings import Settings
 
@@ -74,19 +75,6 @@ class ClientRateMiddleware:
             await error_response(err.code, str(err), err.status, err.headers())(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-
-def take_request(budgets: ClientBudgets, client: str, metrics: Metrics) -> None:
-    """One request's token from ``client``'s bucket, or ``RateLimited`` with the wait for the next one."""
-    wait_s = budgets.wait_s(client, need=1)
-    if wait_s > 0:
-        metrics.rejections.labels("client_rate").inc()
-        raise RateLimited(
-            f"too many requests from this client (at most {budgets.rate:g} a second, bursts of {budgets.burst:g}); "
-            "retry after the Retry-After seconds",
-            retry_after_s=wait_s,
-        )
-    budgets.charge(client, 1)
 
 
 def install_hardening(app: FastAPI, settings: Settings, metrics: Metrics, client_rates: ClientBudgets | None) -> None:

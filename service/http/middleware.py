@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vitserve.service.http.errors import Overloaded, PayloadTooLarge, ShuttingDown, error_response
-from vitserve.service.http.metrics import Metrics
+from vitserve.service.core.errors import Overloaded, PayloadTooLarge, ShuttingDown
+from vitserve.service.core.metrics import Metrics
+from vitserve.service.http.errors import error_response
 
 # Always answered, even while draining: orchestrators poll them to see the drain.
 PROBE_PATHS = ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready")

@@ -6,8 +6,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from vitserve.model_store.errors import StoreError
-from vitserve.service.http.errors import describe
-from vitserve.service.http.schemas import ModelInfo
+from vitserve.service.core.errors import describe
+from vitserve.service.core.schemas import ModelInfo
 from vitserve.service.lifecycle.versions import VersionRegistry
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import FileResponse
 
 from vitserve.model_store.figures import confusion_image, confusion_images
-from vitserve.service.http.live_stats import LiveStats, batch_totals, run_sampler
-from vitserve.service.http.schemas import ERROR_RESPONSES
+from vitserve.service.core.live_stats import LiveStats, batch_totals, run_sampler
+from vitserve.service.core.schemas import ERROR_RESPONSES
 from vitserve.service.lifecycle.versions import VersionRegistry
 
 

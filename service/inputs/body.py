@@ -19,9 +19,9 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from vitserve.service.client_budgets import client_id
-from vitserve.service.http.errors import InvalidField, InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from vitserve.service.http.schemas import ClassifyJSON
+from vitserve.service.core.client_budgets import client_id
+from vitserve.service.core.errors import InvalidField, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from vitserve.service.core.schemas import ClassifyJSON
 from vitserve.service.inputs.json_body import (
     check_placements,
     count_nodes,

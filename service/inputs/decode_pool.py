@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from vitserve.service.http.errors import DeadlineExceeded
+from vitserve.service.core.errors import DeadlineExceeded
 from vitserve.vit.config import DataConfig
 from vitserve.vit.decode import DecodeLimits, costly_pixels, decode_image
 from vitserve.vit.preprocess import transform

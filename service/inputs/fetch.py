@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import certifi
 import httpx
 
-from vitserve.service.http.errors import InvalidInput, UnsupportedMediaType, UrlFetchFailed, UrlForbidden
+from vitserve.service.core.errors import InvalidInput, UnsupportedMediaType, UrlFetchFailed, UrlForbidden
 from vitserve.service.inputs.addresses import AddressRefused, IPAddress, check_address, parse_ip_literal
 from vitserve.vit.image_errors import ImageTooLarge
 

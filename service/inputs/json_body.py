@@ -16,7 +16,7 @@ import binascii
 import re
 from collections.abc import Iterator
 
-from vitserve.service.http.errors import InvalidInput, PayloadTooLarge
+from vitserve.service.core.errors import InvalidInput, PayloadTooLarge
 
 LONG_STRING = 64 * 1024  # bytes; longer JSON strings are cut out before parsing
 CHUNK = 1 << 20  # bytes per step of counting and base64 decoding (~1 ms each)

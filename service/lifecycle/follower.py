@@ -36,7 +36,7 @@ from vitserve.model_store import ModelStore, StoreError
 from vitserve.model_store.leases import default_replica_id
 from vitserve.model_store.promotion import GATED_ALIAS
 from vitserve.model_store.reference import parse_reference
-from vitserve.service.http.errors import LoadFailed, ServiceError
+from vitserve.service.core.errors import LoadFailed, ServiceError
 from vitserve.service.lifecycle.canary import CanarySplit, Guard
 from vitserve.service.lifecycle.versions import VersionRegistry
 from vitserve.service.settings import Settings

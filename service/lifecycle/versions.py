@@ -32,8 +32,8 @@ from vitserve.model_store import Card, ModelStore
 from vitserve.model_store.reference import parse_reference
 from vitserve.runtime.engine import Engine, EngineOptions
 from vitserve.service.batching.batcher import Batcher
-from vitserve.service.http.errors import Conflict, LoadFailed, ModelNotLoaded, NotReady
-from vitserve.service.http.metrics import Metrics
+from vitserve.service.core.errors import Conflict, LoadFailed, ModelNotLoaded, NotReady
+from vitserve.service.core.metrics import Metrics
 from vitserve.service.lifecycle.canary import CanarySplit, VersionStats
 from vitserve.service.lifecycle.work_threads import BatchWatchdog, builder_for
 from vitserve.service.settings import Settings

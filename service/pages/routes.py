@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 
 from fastapi import APIRouter
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
-from vitserve.service.http.errors import error_response
+from vitserve.service.core.errors import error_body
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; "
@@ -68,7 +68,7 @@ def pages_router() -> APIRouter:
     @router.get(STATIC_PREFIX + "{name}", response_class=Response)
     async def static(name: str) -> Response:
         if name not in assets:
-            return error_response("not_found", f"no static file {name!r}", 404)
+            return JSONResponse(error_body("not_found", f"no static file {name!r}"), status_code=404)
         return serve(name)
 
     return router

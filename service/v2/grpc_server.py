@@ -21,9 +21,8 @@ import numpy as np
 from fastapi import FastAPI
 from grpc import aio
 
-from vitserve.service.client_budgets import client_id
-from vitserve.service.http.errors import InvalidInput, ServiceError, ShuttingDown, describe
-from vitserve.service.http.hardening import take_request
+from vitserve.service.core.client_budgets import client_id, take_request
+from vitserve.service.core.errors import InvalidInput, ServiceError, ShuttingDown, describe
 from vitserve.service.v2.proto import grpc_predict_v2_pb2 as pb
 from vitserve.service.v2.protocol import (
     EXTENSIONS,

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vitserve.service.http.errors import ServiceError, UnsupportedMediaType, describe
+from vitserve.service.core.errors import ServiceError, UnsupportedMediaType, describe
 from vitserve.service.inputs.body import request_client
 from vitserve.service.v2.protocol import EXTENSIONS, SERVER_NAME, SERVER_VERSION, InferenceProtocol, ModelMetadata
 from vitserve.service.v2.rest_codec import HEADER_LENGTH, decode_request, encode_response, split_body

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import ValidationError
 
-from vitserve.service.http.errors import InvalidInput
+from vitserve.service.core.errors import InvalidInput
 from vitserve.service.inputs.body import decode_base64
 from vitserve.service.v2.protocol import InferRequest, InferResponse
 from vitserve.service.v2.schemas import InferRequestBody, Parameters, RequestInput

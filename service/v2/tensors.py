@@ -26,7 +26,7 @@ import numpy as np
 
 from vitserve.model_store import Card
 from vitserve.runtime.postprocess import softmax, top_k
-from vitserve.service.http.errors import InvalidInput, PayloadTooLarge
+from vitserve.service.core.errors import InvalidInput, PayloadTooLarge
 from vitserve.service.inputs.body import ImageInput
 
 IMAGE = "image"

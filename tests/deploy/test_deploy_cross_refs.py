@@ -20,7 +20,7 @@ from tests.deploy.dockerfile_instructions import healthcheck_command, read_instr
 from tests.deploy.k8s_objects import DEPLOY, REPO, Manifest, find
 from vitserve.model_store.store import ROOT_ENV
 from vitserve.service.app import create_app
-from vitserve.service.http.metrics import Metrics
+from vitserve.service.core.metrics import Metrics
 from vitserve.service.settings import Settings, load_settings
 
 SERVING = ("overlays/cpu", "overlays/ascend")

@@ -14,7 +14,7 @@ import pytest
 
 from tests.service.fakes import Clock
 from vitserve.service.batching.batcher import Batcher
-from vitserve.service.http.errors import DeadlineExceeded, Overloaded, ShuttingDown
+from vitserve.service.core.errors import DeadlineExceeded, Overloaded, ShuttingDown
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,8 @@ from tests.service.conftest import running
 from tests.service.fakes import Clock, FakeFactory, png
 from tests.service.test_hardening import call_asgi
 from vitserve.service.app import create_app
-from vitserve.service.client_budgets import ClientBudgets, client_id, retry_after_s
+from vitserve.service.core.client_budgets import ClientBudgets, client_id
+from vitserve.service.core.errors import retry_after_s
 
 
 def test_a_bucket_allows_its_burst_then_its_rate() -> None:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.service.fakes import expected_class, png
-from vitserve.service.http.errors import InvalidInput, UnsupportedMediaType, UrlFetchFailed, UrlForbidden
+from vitserve.service.core.errors import InvalidInput, UnsupportedMediaType, UrlFetchFailed, UrlForbidden
 from vitserve.service.inputs.fetch import UrlFetcher, UrlPolicy
 from vitserve.vit.image_errors import ImageTooLarge
 

@@ -18,11 +18,11 @@ import pytest
 from tests.service.conftest import running
 from tests.service.fakes import ADMIN_TOKEN, FakeFactory, auth, png
 from vitserve.model_store import ModelStore
-from vitserve.service.admission import Admission, client_limit
 from vitserve.service.app import create_app
+from vitserve.service.core.admission import Admission, client_limit
+from vitserve.service.core.errors import Overloaded
+from vitserve.service.core.metrics import Metrics
 from vitserve.service.http.admin_guard import AdminListener
-from vitserve.service.http.errors import Overloaded
-from vitserve.service.http.metrics import Metrics
 from vitserve.service.settings import Settings
 
 pytestmark = pytest.mark.anyio

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from tests.service.fakes import Clock
-from vitserve.service.http.live_stats import LiveStats, batch_totals, percentile_ms
+from vitserve.service.core.live_stats import LiveStats, batch_totals, percentile_ms
 from vitserve.service.observability.request_context import RequestRecord
 
 

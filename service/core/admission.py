@@ -19,8 +19,8 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from vitserve.service.http.errors import Overloaded
-from vitserve.service.http.metrics import Metrics
+from vitserve.service.core.errors import Overloaded
+from vitserve.service.core.metrics import Metrics
 
 
 @dataclass

@@ -12,10 +12,12 @@ A client refused is told how long to wait (429 with Retry-After).
 
 from __future__ import annotations
 
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+
+from vitserve.service.core.errors import RateLimited
+from vitserve.service.core.metrics import Metrics
 
 
 class ClientBudgets:
@@ -57,11 +59,6 @@ class ClientBudgets:
         return self._buckets.keys()
 
 
-def retry_after_s(wait_s: float) -> int:
-    """A wait as the whole seconds of a Retry-After header (at least 1)."""
-    return max(1, math.ceil(wait_s))
-
-
 def client_id(headers: Iterable[tuple[bytes, bytes]], peer: str | None, header: str | None) -> str:
     """The client's identity: the first address in ``header`` when a trusted proxy sets it (e.g.
     ``x-forwarded-for``), else the peer address. Only the identity's first 64 characters count."""
@@ -74,3 +71,16 @@ def client_id(headers: Iterable[tuple[bytes, bytes]], peer: str | None, header: 
                     return given[:64]
                 break
     return peer or ""
+
+
+def take_request(budgets: ClientBudgets, client: str, metrics: Metrics) -> None:
+    """One request's token from ``client``'s bucket, or ``RateLimited`` with the wait for the next one."""
+    wait_s = budgets.wait_s(client, need=1)
+    if wait_s > 0:
+        metrics.rejections.labels("client_rate").inc()
+        raise RateLimited(
+            f"too many requests from this client (at most {budgets.rate:g} a second, bursts of {budgets.burst:g}); "
+            "retry after the Retry-After seconds",
+            retry_after_s=wait_s,
+        )
+    budgets.charge(client, 1)
