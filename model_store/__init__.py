@@ -7,6 +7,7 @@ from vitserve.model_store.card import Card
 from vitserve.model_store.errors import (
     AliasedVersion,
     IntegrityError,
+    InvalidCard,
     InvalidName,
     ModelNotFound,
     PromotionRefused,
@@ -19,6 +20,7 @@ __all__ = [
     "AliasedVersion",
     "Card",
     "IntegrityError",
+    "InvalidCard",
     "InvalidName",
     "ModelNotFound",
     "ModelStore",

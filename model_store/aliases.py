@@ -4,8 +4,8 @@ and ``AliasRecords``, the store's moves on it (point, remove, roll back an alias
 On disk: ``{"aliases": {"production": 3}, "history": {"production": [1, 2]},
 "canaries": {"production": {"version": 4, "weight": 10.0}}}`` (a canary sends ``weight`` percent of the
 alias's requests to its version; the alias itself still names the stable version). Callers hold the model's
-lock while they read, change and write it; the write itself is atomic (temp file + ``os.replace``), so a
-replica polling the file sees the old table or the new one.
+lock (``versions.model_lock``) while they read it, check the versions it will name and write it; the write
+itself is atomic (temp file + ``os.replace``), so a replica polling the file sees the old table or the new one.
 """
 
 from __future__ import annotations
@@ -13,17 +13,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from vitserve.model_store.card import Card
 from vitserve.model_store.errors import IntegrityError, ModelNotFound, StoreError
 from vitserve.model_store.promotion import GATED_ALIAS, check_promotion
 from vitserve.model_store.reference import validate_name
+from vitserve.model_store.versions import model_lock, read_version_card, require_numbers, version_numbers
 from vitserve.vit.files import write_text_atomic
-
-if TYPE_CHECKING:
-    from vitserve.model_store.card import Card
 
 log = logging.getLogger(__name__)
 
@@ -85,20 +84,18 @@ def write_aliases(model_dir: Path, table: AliasTable) -> None:
     write_text_atomic(model_dir / ALIASES_FILE, text)
 
 
+def production_card(root: Path, name: str, table: AliasTable) -> Card | None:
+    """The card of the version ``production`` names in ``table``, if any: what a promotion is gated against."""
+    version = table.aliases.get(GATED_ALIAS)
+    return None if version is None else read_version_card(root, name, version)
+
+
 class AliasRecords:
-    """The alias and canary moves of ``ModelStore`` (a base class); ``ModelStore`` provides the rest."""
+    """The alias and canary moves of ``ModelStore`` (a base class). Each one holds the model's lock from its
+    first check (does the version exist, the eval gate, is there a canary) to its write, so that gc and delete,
+    which remove versions under the same lock, never leave an alias or a canary naming a removed version."""
 
     root: Path
-
-    if TYPE_CHECKING:
-
-        def card(self, name: str, version: int) -> Card: ...
-
-        def _locked(self, name: str) -> contextlib.AbstractContextManager[None]: ...
-
-        def _numbers(self, name: str) -> list[int]: ...
-
-        def _require_numbers(self, name: str) -> list[int]: ...
 
     def aliases(self, name: str) -> dict[str, int]:
         validate_name(name)
@@ -110,21 +107,15 @@ class AliasRecords:
         """Point ``name@alias`` at ``version``. For ``production`` the move is eval-gated (see
         ``model_store.promotion.check_promotion``; ``dataset`` names the validation set) unless ``force``."""
         validate_name(alias, "alias")
-        candidate = self.card(name, version)
-        with self._locked(name):
+        with self._model_locked(name):
             table = read_aliases(self.root / name)
-            if alias == GATED_ALIAS and not force:
-                check_promotion(candidate, self._alias_card(name, table), dataset)
-            table.point(alias, candidate.version)
-            canary = table.canaries.get(alias)
-            if canary is not None and canary.version == candidate.version:
-                del table.canaries[alias]  # promoting the canary's version ends the canary
+            candidate = self._point(name, table, alias, version, force=force, dataset=dataset)
             write_aliases(self.root / name, table)
         log.info("%s@%s → %d", name, alias, candidate.version)
         return candidate
 
     def remove_alias(self, name: str, alias: str) -> None:
-        with self._locked(name):
+        with self._model_locked(name):
             table = read_aliases(self.root / name)
             if alias not in table.aliases:
                 raise ModelNotFound(f"{name}: no alias {alias!r}")
@@ -134,22 +125,21 @@ class AliasRecords:
     def rollback(self, name: str, alias: str = GATED_ALIAS) -> Card:
         """Point ``alias`` back at the version it named before its last move (not gated: a recovery action)."""
         validate_name(alias, "alias")
-        self._require_numbers(name)
-        with self._locked(name):
+        with self._model_locked(name):
             table = read_aliases(self.root / name)
             current = table.aliases.get(alias)
             history = table.history.get(alias, [])
-            existing = set(self._numbers(name))
+            existing = set(version_numbers(self.root, name))
             while history and (history[-1] not in existing or history[-1] == current):
                 history.pop()  # skip versions deleted since
             if not history:
                 raise StoreError(f"{name}@{alias}: no earlier version to roll back to (now {current})")
-            table.aliases[alias] = history.pop()
+            target = read_version_card(self.root, name, history.pop())
+            table.aliases[alias] = target.version
             table.canaries.pop(alias, None)  # a rollback is a recovery: no trial traffic either
             write_aliases(self.root / name, table)
-            target = table.aliases[alias]
-        log.info("%s@%s rolled back %s → %d", name, alias, current, target)
-        return self.card(name, target)
+        log.info("%s@%s rolled back %s → %d", name, alias, current, target.version)
+        return target
 
     def canary(self, name: str, alias: str) -> Canary | None:
         """The canary behind ``name@alias``, if it has one."""
@@ -160,12 +150,12 @@ class AliasRecords:
         validate_name(alias, "alias")
         if not 0 < weight < 100:
             raise ValueError(f"canary weight must be a percentage between 0 and 100 (exclusive), got {weight}")
-        candidate = self.card(name, version)
-        with self._locked(name):
+        with self._model_locked(name):
             table = read_aliases(self.root / name)
             stable = table.aliases.get(alias)
             if stable is None:
                 raise ModelNotFound(f"{name}: no alias {alias!r} to put a canary behind; promote a version first")
+            candidate = read_version_card(self.root, name, version)
             if stable == candidate.version:
                 raise StoreError(f"{name}@{alias} already points at {version}: a canary needs another version")
             canary = table.canaries[alias] = Canary(candidate.version, float(weight))
@@ -186,24 +176,39 @@ class AliasRecords:
         """End ``name@alias``'s canary: ``promote`` points the alias at its version (eval-gated for production,
         as ``set_alias``), else it is aborted and every request goes back to the alias's version. With
         ``only_version``, a canary of another version (set meanwhile) is left alone (``StoreError``)."""
-        canary = self.canary(name, validate_name(alias, "alias"))
-        if canary is None:
-            raise ModelNotFound(f"{name}@{alias} has no canary")
-        if promote:
-            self.set_alias(name, alias, canary.version, force=force, dataset=dataset)
-            return canary
-        with self._locked(name):
+        validate_name(alias, "alias")
+        with self._model_locked(name):
             table = read_aliases(self.root / name)
-            current = table.canaries.pop(alias, None)
-            if current is None:
+            canary = table.canaries.get(alias)
+            if canary is None:
                 raise ModelNotFound(f"{name}@{alias} has no canary")
-            if only_version is not None and current.version != only_version:
-                raise StoreError(f"{name}@{alias}'s canary is now {current.version}, not {only_version}")
+            if only_version is not None and canary.version != only_version:
+                raise StoreError(f"{name}@{alias}'s canary is now {canary.version}, not {only_version}")
+            if promote:
+                self._point(name, table, alias, canary.version, force=force, dataset=dataset)
+            else:
+                del table.canaries[alias]
             write_aliases(self.root / name, table)
-        log.info("%s@%s canary %d aborted", name, alias, current.version)
-        return current
+        log.info("%s@%s canary %d %s", name, alias, canary.version, "promoted" if promote else "aborted")
+        return canary
 
-    def _alias_card(self, name: str, table: AliasTable) -> Card | None:
-        """The card of the version ``production`` names in ``table``, if any: what a promotion is gated against."""
-        version = table.aliases.get(GATED_ALIAS)
-        return None if version is None else self.card(name, version)
+    def _point(
+        self, name: str, table: AliasTable, alias: str, version: int, *, force: bool, dataset: str | None
+    ) -> Card:
+        """Under the model lock: check that ``version`` exists and passes the gate, then point ``alias`` in
+        ``table`` at it (ending the alias's canary if it is that version). The caller writes the table."""
+        candidate = read_version_card(self.root, name, version)
+        if alias == GATED_ALIAS and not force:
+            check_promotion(candidate, production_card(self.root, name, table), dataset)
+        table.point(alias, candidate.version)
+        canary = table.canaries.get(alias)
+        if canary is not None and canary.version == candidate.version:
+            del table.canaries[alias]  # promoting the canary's version ends the canary
+        return candidate
+
+    @contextlib.contextmanager
+    def _model_locked(self, name: str) -> Iterator[None]:
+        """The model's lock; ``ModelNotFound`` first if ``name`` has no version (there is nothing to move)."""
+        require_numbers(self.root, name)
+        with model_lock(self.root, name):
+            yield

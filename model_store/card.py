@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,10 @@ from vitserve.vit.config import DataConfig, ViTConfig
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "model.ckpt"
 CACHE_DIR = "cache"  # derived artefacts (exports, compiled graphs): ModelStore.cache_dir
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# Every character that ends a line for some reader (Python's splitlines, Triton's label file, a terminal): the
+# C0/C1 controls with DEL (category Cc: \n, \r, \t, \x00, \x85, ...) and the Unicode line/paragraph separators.
+_LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,11 @@ class Card:
     description: str = ""
     # How the version asks to be served, e.g. {"precision": "int8"} (``ModelStore.set_serving`` checks the values).
     serving: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one preprocessed image: what every engine of this version takes, batched."""
+        return (self.config.in_chans, self.config.img_size, self.config.img_size)
 
     @property
     def ref(self) -> str:
@@ -66,6 +77,9 @@ class Card:
         if unknown:
             raise ValueError(f"unknown card field(s): {', '.join(unknown)}")
         values = dict(raw)
+        values["labels"] = check_labels(raw["labels"])
+        values["weights"] = check_weights_name(raw.get("weights", WEIGHTS_FILE))
+        values["sha256"] = check_sha256(raw.get("sha256"))
         values["config"] = ViTConfig.from_dict(raw["config"])
         values["data"] = DataConfig.from_dict(raw["data"])
         values["version"] = int(raw["version"])
@@ -81,6 +95,41 @@ class Card:
     @classmethod
     def from_json(cls, text: str) -> Card:
         return cls.from_dict(json.loads(text))
+
+
+def check_labels(labels: object) -> list[str]:
+    """``labels`` if it is a list of strings none of which holds a control character, else a ``ValueError``
+    naming the first bad one: each label becomes one line of a Triton ``labels.txt``, and a newline in one
+    would shift every class after it."""
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise ValueError(f"labels must be a list of strings, got {type(labels).__name__} {str(labels)[:80]!r}")
+    for index, label in enumerate(labels):
+        bad = next((c for c in label if unicodedata.category(c) in _LINE_BREAKING), None)
+        if bad is not None:
+            raise ValueError(f"label {index} {label!r} holds the control character {bad!r}")
+    return labels
+
+
+def check_weights_name(name: object) -> str:
+    """``name`` if it is a plain file name (the weights live directly in the version's directory), else a
+    ``ValueError``: no separator, not absolute, not ``.`` or ``..``, no control character."""
+    if (
+        not isinstance(name, str)
+        or name in ("", ".", "..")
+        or "/" in name
+        or "\\" in name
+        or any(unicodedata.category(c) in _LINE_BREAKING for c in name)
+    ):
+        raise ValueError(f"the weights must be a file name inside the version's directory, got {name!r}")
+    return name
+
+
+def check_sha256(digest: object) -> str:
+    """``digest`` if it is a sha256 hex digest (64 lower-case hex digits), else a ``ValueError``: it names the
+    version's cached exports, so it must never hold a path."""
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+        raise ValueError(f"the weights' sha256 must be 64 lower-case hex digits, got {str(digest)[:80]!r}")
+    return digest
 
 
 def read_card(path: Path) -> Card:

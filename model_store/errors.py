@@ -15,8 +15,13 @@ class ModelNotFound(StoreError, LookupError):
     """An unknown model name, version or alias; the message lists what the store does have."""
 
 
+class InvalidCard(StoreError, ValueError):
+    """A version refused at publish: what its card would say cannot be stored (e.g. a label with a newline)."""
+
+
 class IntegrityError(StoreError):
-    """A stored version is damaged: sha256 mismatch, a missing file, or weights that do not fit its card."""
+    """A stored version is damaged: sha256 mismatch, a missing file, weights that do not fit its card, or a
+    card whose entries cannot be trusted (weights outside its directory, a label with a control character)."""
 
 
 class PromotionRefused(StoreError):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vitserve.model_store.aliases import ALIASES_FILE
-from vitserve.model_store.leases import LeaseBook
+from vitserve.model_store.leases import LeaseBook, split_held
 from vitserve.model_store.reference import validate_name
 
 
@@ -40,8 +40,7 @@ class FleetRecords:
         """Versions of ``name`` that live leases hold → the replicas holding them."""
         held: dict[int, list[str]] = {}
         for lease in self.leases.live():
-            for ref in lease.holds:
-                model, _, version = ref.partition(":")
-                if model == name and version.isdigit():
-                    held.setdefault(int(version), []).append(lease.replica)
+            for model, version in filter(None, map(split_held, lease.holds)):  # all valid: parse_lease checked
+                if model == name:
+                    held.setdefault(version, []).append(lease.replica)
         return held

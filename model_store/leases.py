@@ -10,12 +10,18 @@ A lease is live until ``expires_at`` (wall-clock seconds since the epoch, so tha
 store reads it the same way: keep the TTL well above the clocks' skew). A replica that stops cleanly removes
 its file; one killed with SIGKILL simply stops renewing, and its lease stops counting once it expires. Expired
 files are only clutter: ``ModelStore.gc`` removes the ones expired for more than a TTL.
+
+Lease files are read strictly (``parse_lease``): a file that is not a lease (bad JSON, wrong types, a replica
+that is not its file's name, an expiry before its renewal or more than ``MAX_LEASE_TTL_S`` after it) is ignored
+with a warning and holds nothing; a held entry that is not ``name:V`` (``V`` in ASCII digits) is dropped with a
+warning while the lease's other entries still count. Neither ever stops gc or delete.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -25,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vitserve.model_store.errors import InvalidName
+from vitserve.model_store.reference import NAME_PATTERN
 from vitserve.vit.files import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,11 @@ log = logging.getLogger(__name__)
 LEASES_DIR = ".leases"
 # Replica ids become file names: Kubernetes pod names fit (lower case, digits, '-', '.').
 _REPLICA_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# A version number as the store writes it: ASCII digits only (str.isdigit() is also true of '²', which int() refuses).
+_VERSION_PATTERN = re.compile(r"[1-9][0-9]{0,17}")
+# A lease counts for at most this long after its renewal. An expiry further out (a clock gone wrong, a hand-edited
+# file, infinity) would hold its versions against gc and delete for good, so such a file is not a lease.
+MAX_LEASE_TTL_S = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,12 @@ class LeaseBook:
 
     def renew(self, replica: str, holds: Iterable[str], ttl_s: float) -> Lease:
         """Write ``replica``'s lease: it holds ``holds`` until ``ttl_s`` seconds from now."""
+        if not 0 < ttl_s <= MAX_LEASE_TTL_S:
+            raise ValueError(f"lease TTL must be in (0, {MAX_LEASE_TTL_S:.0f}] s, got {ttl_s}")
+        holds = tuple(holds)  # iterated twice: a generator would be empty the second time
+        bad = sorted(ref for ref in holds if split_held(ref) is None)
+        if bad:
+            raise InvalidName(f"a lease holds versions as name:V, got {', '.join(map(repr, bad))}")
         now = time.time()
         lease = Lease(
             replica=validate_replica(replica),
@@ -96,24 +114,14 @@ class LeaseBook:
         """Every readable lease file, live or not (a file being replaced is read whole: renames are atomic)."""
         if not self.dir.is_dir():
             return []
-        leases = []
+        leases, now = [], time.time()
         for path in sorted(self.dir.glob("*.json")):
             try:
-                raw = json.loads(path.read_text(encoding="utf-8"))
-                leases.append(
-                    Lease(
-                        replica=str(raw["replica"]),
-                        holds=tuple(str(ref) for ref in raw["holds"]),
-                        renewed_at=float(raw["renewed_at"]),
-                        expires_at=float(raw["expires_at"]),
-                        host=str(raw.get("host", "")),
-                        pid=int(raw.get("pid", 0)),
-                    )
-                )
+                leases.append(parse_lease(path, path.read_text(encoding="utf-8"), now))
             except FileNotFoundError:
                 continue  # released while we listed
-            except (OSError, ValueError, KeyError, TypeError) as err:
-                log.warning("ignoring unreadable lease %s: %s", path, err)
+            except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                log.warning("ignoring lease file %s: not a lease (%s)", path, err)
         return leases
 
     def live(self) -> list[Lease]:
@@ -130,9 +138,58 @@ class LeaseBook:
         gone = []
         for lease in self.all():
             if lease.expires_at + older_than_s < now:
-                (self.dir / f"{lease.replica}.json").unlink(missing_ok=True)
+                # parse_lease made sure the replica is the file's own name: nothing else can be named here.
+                (self.dir / f"{validate_replica(lease.replica)}.json").unlink(missing_ok=True)
                 gone.append(lease.replica)
         return gone
+
+
+def split_held(ref: object) -> tuple[str, int] | None:
+    """``(name, version)`` of a held ``name:V``, or None when ``ref`` is not one."""
+    if not isinstance(ref, str):
+        return None
+    name, _, version = ref.partition(":")
+    if not NAME_PATTERN.fullmatch(name) or not _VERSION_PATTERN.fullmatch(version):
+        return None
+    return name, int(version)
+
+
+def parse_lease(path: Path, text: str, now: float) -> Lease:
+    """The lease in ``path`` (holding ``text``), read strictly: a ``ValueError`` saying why it is not one.
+    Held entries that are not ``name:V`` are dropped with a warning; the others still count."""
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError(f"a JSON object was expected, got {type(raw).__name__}")
+    replica = raw.get("replica")
+    if replica != path.stem or not _REPLICA_PATTERN.fullmatch(path.stem):
+        raise ValueError(f"its replica {replica!r} is not its file's name")
+    renewed_at, expires_at = _timestamp(raw, "renewed_at"), _timestamp(raw, "expires_at")
+    if not 0 < renewed_at <= expires_at <= min(renewed_at, now) + MAX_LEASE_TTL_S:
+        raise ValueError(
+            f"expires_at {expires_at} must follow renewed_at {renewed_at} by at most {MAX_LEASE_TTL_S:.0f} s"
+        )
+    holds = raw.get("holds")
+    if not isinstance(holds, list):
+        raise ValueError(f"holds must be a list of name:V, got {type(holds).__name__}")
+    bad = [ref for ref in holds if split_held(ref) is None]
+    if bad:
+        log.warning("lease %s: ignoring held entries that are not name:V: %s", path, ", ".join(map(repr, bad)))
+    host, pid = raw.get("host", ""), raw.get("pid", 0)
+    return Lease(
+        replica=replica,
+        holds=tuple(sorted({ref for ref in holds if split_held(ref) is not None})),
+        renewed_at=renewed_at,
+        expires_at=expires_at,
+        host=host if isinstance(host, str) else "",  # informational: a wrong type is not worth a lost lease
+        pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else 0,
+    )
+
+
+def _timestamp(raw: dict[str, object], key: str) -> float:
+    value = raw.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{key} must be a finite number of seconds, got {value!r}")
+    return float(value)
 
 
 def describe_holders(ref: str, leases: list[Lease]) -> str:

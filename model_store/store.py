@@ -2,14 +2,15 @@
 
 This module reads, publishes, updates cards and removes; the alias and canary moves are ``AliasRecords``
 (``model_store.aliases``), what replicas poll and hold is ``FleetRecords`` (``model_store.fleet``): both are
-bases of ``ModelStore``, so that every operation is a method of the store.
+bases of ``ModelStore``, so that every operation is a method of the store. The version directories, their cards
+and the model's lock, which all of them read, are plain functions in ``model_store.versions``.
 
 Layout (the store is the one place that knows it)::
 
     <root>/<name>/<version>/model.ckpt      weights (MindSpore .ckpt)
     <root>/<name>/<version>/card.json       the Card (config, data, labels, sha256, lineage, metrics, ...)
     <root>/<name>/aliases.json              alias → version, and each alias's history (for rollback)
-    <root>/<name>/.lock                     flock serialising version claims, alias and card updates
+    <root>/<name>/.lock                     flock held by every multi-step change, checks to write (``versions``)
     <root>/<name>/.last_version             highest version number ever claimed (numbers are never reused)
     <root>/<name>/.staging-<id>/ (+ .lock)  a publish in progress; invisible to readers, removed by gc
     <root>/<name>/.trash-<v>-<id>/          a delete in progress; invisible, removed by gc
@@ -21,23 +22,23 @@ with one ``os.rename`` of the directory, so a reader sees a whole version or non
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vitserve.model_store.aliases import AliasRecords, read_aliases, write_aliases
-from vitserve.model_store.card import CACHE_DIR, CARD_FILE, WEIGHTS_FILE, Card, read_card
+from vitserve.model_store.aliases import AliasRecords, production_card, read_aliases, write_aliases
+from vitserve.model_store.card import CACHE_DIR, CARD_FILE, WEIGHTS_FILE, Card, check_labels
 from vitserve.model_store.errors import (
     AliasedVersion,
     IntegrityError,
+    InvalidCard,
     InvalidName,
     ModelNotFound,
     VersionHeld,
@@ -45,11 +46,19 @@ from vitserve.model_store.errors import (
 from vitserve.model_store.fleet import FleetRecords
 from vitserve.model_store.leases import LeaseBook, describe_holders
 from vitserve.model_store.leftovers import remove_leftovers
-from vitserve.model_store.locking import exclusive_lock, hold_lock
+from vitserve.model_store.locking import hold_lock
 from vitserve.model_store.promotion import GATED_ALIAS, check_promotion
 from vitserve.model_store.reference import parse_reference, validate_name
 from vitserve.model_store.serving import check_serving
 from vitserve.model_store.staging import PAUSE_ENV, pause, write_verified
+from vitserve.model_store.versions import (
+    model_lock,
+    model_names,
+    read_version_card,
+    require_numbers,
+    version_numbers,
+    weights_path,
+)
 from vitserve.model_store.weights import check_weights
 from vitserve.vit.checkpoint import StateDict, load_checkpoint_file
 from vitserve.vit.config import DataConfig, ViTConfig
@@ -82,34 +91,21 @@ class ModelStore(AliasRecords, FleetRecords):
 
     def list_models(self) -> list[str]:
         """Names that have at least one published version, sorted."""
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and _is_valid_name(p.name) and self._numbers(p.name)
-        )
+        return model_names(self.root)
 
     def versions(self, name: str) -> list[Card]:
         """Every published version of ``name``, oldest first; ``ModelNotFound`` if there is none."""
-        return [self.card(name, v) for v in self._require_numbers(name)]
+        return [self.card(name, v) for v in require_numbers(self.root, name)]
 
     def card(self, name: str, version: int) -> Card:
-        """The card of ``name:version`` (``ModelNotFound`` if absent, ``IntegrityError`` if unreadable)."""
-        path = self.root / validate_name(name) / str(int(version)) / CARD_FILE
-        if not path.is_file():
-            have = ", ".join(str(v) for v in self._numbers(name)) or "none"
-            raise ModelNotFound(f"{name}:{version} not found; versions of {name!r}: {have}")
-        try:
-            card = read_card(path)
-        except ValueError as err:
-            raise IntegrityError(f"{name}:{version}: {err}") from err
-        if card.name != name or card.version != int(version):
-            raise IntegrityError(f"{name}:{version}: its card says {card.ref}")
-        return card
+        """The card of ``name:version`` (``ModelNotFound`` if absent, ``IntegrityError`` if it cannot be trusted:
+        unreadable, weights named outside its directory, a label with a control character, ...)."""
+        return read_version_card(self.root, name, version)
 
     def resolve(self, ref: str) -> Card:
         """``name`` → the production alias, else the latest version; ``name:7``; ``name@alias``."""
         parsed = parse_reference(ref)
-        numbers = self._require_numbers(parsed.name)
+        numbers = require_numbers(self.root, parsed.name)
         if parsed.version is not None:
             return self.card(parsed.name, parsed.version)
         table = read_aliases(self.root / parsed.name)
@@ -123,7 +119,7 @@ class ModelStore(AliasRecords, FleetRecords):
     def load(self, ref: str) -> tuple[StateDict, Card]:
         """Weights and card of ``ref``, verified: sha256 of the file, then every key and shape vs the card."""
         card = self.verify(ref)
-        path = self.version_dir(card) / card.weights
+        path = weights_path(self.root, card)
         try:
             state = load_checkpoint_file(path)
             check_weights(state, card.config)
@@ -134,7 +130,7 @@ class ModelStore(AliasRecords, FleetRecords):
     def verify(self, ref: str) -> Card:
         """Check ``ref``'s weights file against its card's sha256 (no MindSpore needed); return the card."""
         card = self.resolve(ref)
-        path = self.version_dir(card) / card.weights
+        path = weights_path(self.root, card)
         if not path.is_file():
             raise IntegrityError(f"{card.ref}: weights file {card.weights} is missing from {path.parent}")
         actual = sha256_file(path)
@@ -199,7 +195,7 @@ class ModelStore(AliasRecords, FleetRecords):
             pause("staging")
             card = card.replace(sha256=write_verified(weights, config, staging / WEIGHTS_FILE))
             pause("verified")
-            with self._locked(name):
+            with model_lock(self.root, name):
                 card = self._claim(staging, card, aliases)
         finally:
             if staging.exists():
@@ -213,9 +209,9 @@ class ModelStore(AliasRecords, FleetRecords):
         """Under the model lock: gate the aliases, write the card, rename staging → the next free number."""
         model_dir = staging.parent
         table = read_aliases(model_dir)
-        version = max([*self._numbers(card.name), _read_counter(model_dir)], default=0) + 1
+        version = max([*version_numbers(self.root, card.name), _read_counter(model_dir)], default=0) + 1
         if GATED_ALIAS in aliases:
-            check_promotion(card.replace(version=version), self._alias_card(card.name, table), None)
+            check_promotion(card.replace(version=version), production_card(self.root, card.name, table), None)
         while True:
             card = card.replace(version=version)
             write_text_atomic(staging / CARD_FILE, card.to_json())
@@ -257,7 +253,7 @@ class ModelStore(AliasRecords, FleetRecords):
     def _update_card(self, ref: str, change: Callable[[Card], Card]) -> Card:
         """Rewrite the card of ``ref`` as ``change`` makes it, atomically, under the model lock."""
         card = self.resolve(ref)
-        with self._locked(card.name):
+        with model_lock(self.root, card.name):
             card = change(self.card(card.name, card.version))  # re-read under the lock: keep concurrent updates
             write_text_atomic(self.version_dir(card) / CARD_FILE, card.to_json())
         return card
@@ -270,8 +266,9 @@ class ModelStore(AliasRecords, FleetRecords):
         parsed = parse_reference(ref)
         if parsed.version is None:
             raise InvalidName(f"delete needs an explicit version (name:V), got {ref!r}")
-        card = self.card(parsed.name, parsed.version)
-        with self._locked(card.name):
+        require_numbers(self.root, parsed.name)
+        with model_lock(self.root, parsed.name):
+            card = self.card(parsed.name, parsed.version)  # under the lock: what is checked is what is removed
             table = read_aliases(self.root / card.name)
             holders = sorted(a for a, v in table.aliases.items() if v == card.version)
             holders += sorted(f"{a}'s canary" for a, c in table.canaries.items() if c.version == card.version)
@@ -294,9 +291,10 @@ class ModelStore(AliasRecords, FleetRecords):
         directory is removed only when its publisher is gone (its lock can be taken). A version a running
         replica holds (``held``) is kept, for a later gc.
         """
-        numbers = self._require_numbers(name)
+        require_numbers(self.root, name)
         removed: list[str] = []
-        with self._locked(name):
+        with model_lock(self.root, name):
+            numbers = require_numbers(self.root, name)  # under the lock: a publish meanwhile is the latest
             keep = read_aliases(self.root / name).aliased_versions() | {numbers[-1]} | set(self.held(name))
             for version in numbers:
                 if version not in keep:
@@ -316,36 +314,21 @@ class ModelStore(AliasRecords, FleetRecords):
         fsync_dir(model_dir)
         shutil.rmtree(trash)
 
-    # ----- internals ---------------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _locked(self, name: str) -> Iterator[None]:
-        with exclusive_lock(self.root / name / ".lock"):
-            yield
-
-    def _numbers(self, name: str) -> list[int]:
-        model_dir = self.root / name
-        if not model_dir.is_dir():
-            return []
-        return sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and (p / CARD_FILE).is_file())
-
-    def _require_numbers(self, name: str) -> list[int]:
-        numbers = self._numbers(validate_name(name))
-        if not numbers:
-            have = ", ".join(self.list_models()) or "none"
-            raise ModelNotFound(f"model {name!r} not found; models: {have}")
-        return numbers
-
 
 def _checked_weights(
     name: str, state: Mapping[str, np.ndarray], config: ViTConfig, labels: Sequence[str], aliases: Sequence[str]
 ) -> StateDict:
-    """Refuse a publish before anything is written: bad names, labels that do not fit, mis-shaped weights."""
+    """Refuse a publish before anything is written: bad names, labels that do not fit or hold a control
+    character, mis-shaped weights."""
     validate_name(name)
     for alias in aliases:
         validate_name(alias, "alias")
     if config.num_classes and len(labels) != config.num_classes:
         raise ValueError(f"{name}: {len(labels)} labels for a head of {config.num_classes} classes")
+    try:
+        check_labels([str(label) for label in labels])
+    except ValueError as err:
+        raise InvalidCard(f"cannot publish {name}: {err}") from err
     weights = {k: np.asarray(v) for k, v in state.items()}
     try:
         check_weights(weights, config)
@@ -359,14 +342,6 @@ def _read_counter(model_dir: Path) -> int:
         return int((model_dir / _COUNTER_FILE).read_text().strip())
     except (FileNotFoundError, ValueError):
         return 0
-
-
-def _is_valid_name(name: str) -> bool:
-    try:
-        validate_name(name)
-    except InvalidName:
-        return False
-    return True
 
 
 __all__ = ["DEFAULT_ROOT", "PAUSE_ENV", "ROOT_ENV", "ModelStore", "default_root"]

@@ -25,6 +25,7 @@ from vitserve.model_store.card import Card
 from vitserve.model_store.locking import exclusive_lock
 from vitserve.model_store.store import ModelStore
 from vitserve.runtime.cpu_precision import matmul_precisions, native_bf16, precision_name
+from vitserve.runtime.export_cache import CachedGraph
 from vitserve.runtime.onnx_engine import (
     OnnxRuntimeEngine,
     check_batch,
@@ -35,6 +36,8 @@ from vitserve.runtime.onnx_engine import (
 )
 
 if TYPE_CHECKING:
+    import openvino as ov
+
     from vitserve.runtime.engine import EngineOptions
 
 logger = logging.getLogger(__name__)
@@ -49,7 +52,7 @@ class OpenVinoEngine:
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | CachedGraph,
         *,
         input_shape: tuple[int, int, int],
         batch_sizes: Sequence[int] = (1,),
@@ -57,6 +60,8 @@ class OpenVinoEngine:
         precision: str = "fp32",
         cache_dir: Path | None = None,
     ) -> None:
+        """``path``: an ONNX file or IR, or a cached export's verified bytes (``export_cache``), which are what
+        is compiled: the file may have changed since it was checked."""
         import openvino as ov
 
         if precision not in _PRECISION_HINTS:
@@ -64,7 +69,7 @@ class OpenVinoEngine:
         if precision == "bf16" and not native_bf16():
             logger.warning("bf16 requested but this CPU has no native bf16 (or ONEDNN_MAX_CPU_ISA caps it): f32")
             precision = "fp32"
-        self.path = Path(path)
+        self.path = path.path if isinstance(path, CachedGraph) else Path(path)
         self.batch_sizes = tuple(batch_sizes)
         self.input_shape = tuple(input_shape)
         self.threads = threads or default_threads()
@@ -80,7 +85,7 @@ class OpenVinoEngine:
             if cache_dir is not None:
                 blobs = stack.enter_context(blob_cache(cache_dir, _PRECISION_HINTS[precision]))
                 core.set_property({"CACHE_DIR": str(blobs)})
-            self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
+            self.compiled = core.compile_model(_read_model(core, path), "CPU", config)
         self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.precision = precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))  # what runs
         self._request = self.compiled.create_infer_request()
@@ -98,6 +103,17 @@ class OpenVinoEngine:
         """Run every bucket size once (the plugin specialises its kernels per input shape on first use)."""
         for size in self.batch_sizes:
             self.run(np.zeros((size, *self.input_shape), np.float32))
+
+
+def _read_model(core: ov.Core, path: str | Path | CachedGraph) -> ov.Model:
+    """The model from a file, or from a cached export's verified bytes (an IR's weights as a ``u8`` tensor)."""
+    import openvino as ov
+
+    if not isinstance(path, CachedGraph):
+        return core.read_model(str(path))
+    if path.weights is None:
+        return core.read_model(path.model)
+    return core.read_model(path.model, ov.Tensor(np.frombuffer(path.weights, dtype=np.uint8)))
 
 
 @contextlib.contextmanager
@@ -142,11 +158,11 @@ def openvino_engine_for(
 ) -> OpenVinoEngine:
     """An engine for ``card``'s version: its cached fp32 export (exported on first use) at ``fp32``/``bf16``,
     or its statically quantised IR at ``int8-static`` (``MissingArtefact`` when it was never made)."""
-    from vitserve.runtime.export_cache import cached_onnx, cached_static_int8
+    from vitserve.runtime.export_cache import cached_graph, static_int8_graph
 
     static = precision == "int8-static"
     engine = OpenVinoEngine(
-        cached_static_int8(store, card) if static else cached_onnx(store, card, "fp32"),
+        static_int8_graph(store, card) if static else cached_graph(store, card, "fp32"),
         input_shape=input_shape(card),
         batch_sizes=batch_sizes,
         threads=threads,
