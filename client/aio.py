@@ -1,80 +1,63 @@
-"""``AsyncClient``: the asyncio client, the same calls as ``Client`` awaited."""
+"""``AsyncClient``: the asyncio face of the client, ``Client``'s calls awaited. What it does is in
+``exchange.Calls``; here it is only done, files read off the event loop."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, Unpack
 
 import httpx
 
-from vitserve.client.exchange import (
-    ImageSource,
-    RetryPolicy,
-    as_sources,
-    checked,
-    classify_request,
-    connection_failed,
-    read_source,
-)
+from vitserve.client.exchange import Call, Calls, ClassifyOptions, ClientOptions, ReadImages, Sleep, Step, http_settings
+from vitserve.client.images import ImageSource
 from vitserve.client.results import Classification, ModelInfo
+
+T = TypeVar("T")
 
 
 class AsyncClient:
     """A vitserve server at ``base_url``; ``async with AsyncClient(url) as client``. Arguments as ``Client``'s."""
 
     def __init__(
-        self,
-        base_url: str,
-        *,
-        timeout_s: float = 30.0,
-        retry: RetryPolicy | None = None,
-        headers: dict[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        self, base_url: str, *, transport: httpx.AsyncBaseTransport | None = None, **options: Unpack[ClientOptions]
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.retry = retry or RetryPolicy()
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s, headers=headers, transport=transport)
+        self._http = httpx.AsyncClient(transport=transport, **http_settings(base_url, options))
+        self._calls = Calls(self._http, options)
 
     async def classify(
-        self,
-        images: ImageSource | Sequence[ImageSource],
-        *,
-        top_k: int | None = None,
-        model: str | None = None,
-        timeout_s: float | None = None,
+        self, images: ImageSource | Sequence[ImageSource], **options: Unpack[ClassifyOptions]
     ) -> Classification:
-        """As ``Client.classify``; files are read off the event loop."""
-        sources = as_sources(images)
-        data = [await asyncio.to_thread(read_source, source) for source in sources]
-        kwargs = classify_request(data, top_k=top_k, model=model, timeout_s=timeout_s)
-        return Classification.from_json(await self._request("POST", "/classify", **kwargs))
+        """As ``Client.classify``."""
+        return await self._run(self._calls.classify(images, options))
 
     async def models(self) -> list[ModelInfo]:
-        return [ModelInfo.from_json(m) for m in (await self._request("GET", "/models"))["models"]]
+        return await self._run(self._calls.models())
 
     async def model(self, name: str) -> ModelInfo:
-        return ModelInfo.from_json(await self._request("GET", f"/models/{name}"))
+        return await self._run(self._calls.model(name))
 
     async def ready(self) -> bool:
-        try:
-            return (await self._http.get("/readyz")).status_code == 200
-        except httpx.TransportError as err:
-            raise connection_failed(err, self.base_url) from err
+        return await self._run(self._calls.ready())
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        attempt = 0
-        while True:
-            try:
-                response = await self._http.request(method, path, **kwargs)
-            except httpx.TransportError as err:
-                raise connection_failed(err, self.base_url) from err
-            delay = self.retry.delay_s(response, attempt)
-            if delay is None:
-                return checked(response)
-            attempt += 1
-            await asyncio.sleep(delay)
+    async def _run(self, call: Call[T]) -> T:
+        reply: Any = None
+        try:
+            while True:
+                reply = await self._perform(call.send(reply))
+        except StopIteration as done:
+            return done.value
+
+    async def _perform(self, step: Step) -> Any:
+        if isinstance(step, Sleep):
+            return await asyncio.sleep(step.seconds)
+        if isinstance(step, ReadImages):
+            return await asyncio.to_thread(step.read)
+        try:
+            return await self._http.send(step)
+        except httpx.TransportError as err:
+            return err
 
     async def aclose(self) -> None:
         await self._http.aclose()

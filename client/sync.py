@@ -1,87 +1,72 @@
-"""``Client``: the blocking client."""
+"""``Client``: the blocking face of the client. What it does is in ``exchange.Calls``; here it is only done."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, Unpack
 
 import httpx
 
-from vitserve.client.exchange import (
-    ImageSource,
-    RetryPolicy,
-    as_sources,
-    checked,
-    classify_request,
-    connection_failed,
-    read_source,
-)
+from vitserve.client.exchange import Call, Calls, ClassifyOptions, ClientOptions, ReadImages, Sleep, Step, http_settings
+from vitserve.client.images import ImageSource
 from vitserve.client.results import Classification, ModelInfo
+
+T = TypeVar("T")
 
 
 class Client:
     """A vitserve server at ``base_url`` (``http://host:port``). Use it as a context manager, or ``close()`` it.
 
-    ``timeout_s`` bounds each HTTP exchange; ``retry`` says how 503s are retried; ``transport`` replaces
-    httpx's (tests); ``headers`` go with every request (e.g. ``X-Request-Id``).
+    ``transport`` replaces httpx's (tests); ``options`` are ``timeout_s`` (each HTTP exchange's bound),
+    ``retry`` (a ``RetryPolicy`` for 503s) and ``headers`` (sent with every request), as ``ClientOptions`` says.
     """
 
     def __init__(
-        self,
-        base_url: str,
-        *,
-        timeout_s: float = 30.0,
-        retry: RetryPolicy | None = None,
-        headers: dict[str, str] | None = None,
-        transport: httpx.BaseTransport | None = None,
+        self, base_url: str, *, transport: httpx.BaseTransport | None = None, **options: Unpack[ClientOptions]
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.retry = retry or RetryPolicy()
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers=headers, transport=transport)
+        self._http = httpx.Client(transport=transport, **http_settings(base_url, options))
+        self._calls = Calls(self._http, options)
 
     def classify(
-        self,
-        images: ImageSource | Sequence[ImageSource],
-        *,
-        top_k: int | None = None,
-        model: str | None = None,
-        timeout_s: float | None = None,
+        self, images: ImageSource | Sequence[ImageSource], **options: Unpack[ClassifyOptions]
     ) -> Classification:
-        """Top-k labels for one image or several (paths, bytes, http(s) URLs), one result per image in order.
-        ``model``: name, name:version or name@alias (default: the server's default model)."""
-        sources = as_sources(images)
-        data = [read_source(source) for source in sources]
-        kwargs = classify_request(data, top_k=top_k, model=model, timeout_s=timeout_s)
-        return Classification.from_json(self._request("POST", "/classify", **kwargs))
+        """Top-k labels for one image or several, one result per image in order. An image is a local file
+        (``Path`` or a binary file object), its bytes, or an http(s) URL the server fetches; a ``str`` that is
+        not such a URL is refused (``ValueError``), never read as a file name. ``options``: ``top_k``,
+        ``model`` (name, name:version or name@alias) and ``timeout_s``, as ``ClassifyOptions`` says."""
+        return self._run(self._calls.classify(images, options))
 
     def models(self) -> list[ModelInfo]:
         """Every model in the server's store, its versions and what is loaded."""
-        return [ModelInfo.from_json(m) for m in self._request("GET", "/models")["models"]]
+        return self._run(self._calls.models())
 
     def model(self, name: str) -> ModelInfo:
-        return ModelInfo.from_json(self._request("GET", f"/models/{name}"))
+        """One model's versions; ``ValueError`` for a ``name`` outside the store's grammar (a-z 0-9 . _ -)."""
+        return self._run(self._calls.model(name))
 
     def ready(self) -> bool:
         """Whether the server is ready (a model loaded and warm, not draining); never raises for a 503."""
-        try:
-            return self._http.get("/readyz").status_code == 200
-        except httpx.TransportError as err:
-            raise connection_failed(err, self.base_url) from err
+        return self._run(self._calls.ready())
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        attempt = 0
-        while True:
-            try:
-                response = self._http.request(method, path, **kwargs)
-            except httpx.TransportError as err:
-                raise connection_failed(err, self.base_url) from err
-            delay = self.retry.delay_s(response, attempt)
-            if delay is None:
-                return checked(response)
-            attempt += 1
-            time.sleep(delay)
+    def _run(self, call: Call[T]) -> T:
+        reply: Any = None
+        try:
+            while True:
+                reply = self._perform(call.send(reply))
+        except StopIteration as done:
+            return done.value
+
+    def _perform(self, step: Step) -> Any:
+        if isinstance(step, Sleep):
+            return time.sleep(step.seconds)
+        if isinstance(step, ReadImages):
+            return step.read()
+        try:
+            return self._http.send(step)
+        except httpx.TransportError as err:
+            return err  # the call decides what a failed send means
 
     def close(self) -> None:
         self._http.close()
