@@ -2,6 +2,7 @@
 
     python -m vitserve.benchmarks.http_bench --quick              # tiny model
     python -m vitserve.benchmarks.http_bench --full --out DIR     # ViT-B/16
+    python -m vitserve.benchmarks.http_bench --peers triton --full --out DIR   # ours and Triton on /v2 (triton_bench)
 
 For each concurrency (1, 4, 16, 64) clients POST 500×375 JPEGs (scikit-image's photographs) to /classify
 over 127.0.0.1 and we record throughput, p50/p95/p99 latency and the mean batch size the server achieved
@@ -558,7 +559,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="directory for JSON/MD/PNG")
     parser.add_argument("--engine", default="auto", choices=["auto", "mindspore", "onnxruntime", "openvino"])
     parser.add_argument("--threads", type=int, default=None, help="engine threads (default: the CPUs available)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=None, help="default: 1 4 16 64 (with --peers triton: 1 16)"
+    )
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-delay-ms", type=float, default=0.0, help="the server's batch wait (default 0)")
     parser.add_argument(
@@ -573,6 +576,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="requests per client per level for every server but ours in fp32 (default: 2 with --quick, else as ours)",
     )
+    triton = parser.add_argument_group(
+        "Triton (--peers triton)", "ours and Triton over the Open Inference Protocol (benchmarks/triton_bench.py)"
+    )
+    triton.add_argument(
+        "--peers",
+        choices=["default", "triton"],
+        default="default",
+        help="default: LitServe and FastAPI over /classify; triton: Triton Inference Server, both on /v2, "
+        "one tritonclient load generator, closed loop (needs scripts/install_triton_peer.sh)",
+    )
+    triton.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32", "bf16", "int8-static"],
+        choices=["fp32", "bf16", "int8-static"],
+        help="the precisions both servers run (bf16 only where the CPU has it)",
+    )
+    triton.add_argument("--seconds", type=float, default=20.0, help="measured seconds per level and server")
+    triton.add_argument("--warmup-s", type=float, default=5.0, help="closed-loop load before each measured level")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -583,12 +605,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    if args.peers == "triton":
+        return _main_triton(args)
     payload = run_http_bench(
         args.out,
         full=args.full,
         engine=args.engine,
         threads=args.threads,
-        concurrency=args.concurrency,
+        concurrency=args.concurrency or CONCURRENCY,
         max_batch_size=args.max_batch_size,
         max_delay_ms=args.max_delay_ms,
         peers=not args.no_peers,
@@ -596,6 +620,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         peer_requests_per_client=args.peer_requests_per_client,
     )
     print((args.out / "http.md").read_text(encoding="utf-8"))
+    print(f"environment: {payload['environment']}")
+    return 0
+
+
+def _main_triton(args: argparse.Namespace) -> int:
+    from vitserve.benchmarks.triton_bench import CONCURRENCY as TRITON_CONCURRENCY
+    from vitserve.benchmarks.triton_bench import TritonPeerUnavailable, run_triton_bench
+
+    concurrency = args.concurrency or TRITON_CONCURRENCY
+    try:
+        payload = run_triton_bench(
+            args.out,
+            full=args.full,
+            engine=args.engine,
+            threads=args.threads,
+            precisions=args.precisions,
+            concurrency=concurrency,
+            seconds=args.seconds,
+            warmup_s=args.warmup_s,
+            max_batch_size=args.max_batch_size,
+        )
+    except TritonPeerUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print((args.out / "triton.md").read_text(encoding="utf-8"))
     print(f"environment: {payload['environment']}")
     return 0
 
