@@ -14,11 +14,13 @@ if [ "${1:-}" = dev ]; then
   .venv/bin/pip install -q -e ".[convert,dev]" --config-settings editable_mode=strict
   # The browser tests (tests/e2e/test_pages_browser.py) drive Debian's chromium: Playwright's own browser builds
   # are downloaded from outside the package registries. Installed once, as root; skipped when already there.
-  if ! command -v chromium >/dev/null; then
+  # The hung-store test (tests/service/test_store_hang.py) mounts a FUSE filesystem that stops answering:
+  # fuse3's fusermount3 and libfuse (mfusepy, from the dev extra, loads it with ctypes).
+  if ! command -v chromium >/dev/null || ! command -v fusermount3 >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+      apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fuse3 libfuse3-3
     else
-      echo "install.sh: no chromium; the browser tests need it (as root: apt-get install chromium)" >&2
+      echo "install.sh: no chromium or fuse3; the browser and hung-store tests need them (as root: apt-get install chromium fuse3)" >&2
     fi
   fi
   # Triton's client library, for the Open Inference Protocol tests, in an environment of its own: it pins

@@ -9,6 +9,7 @@ replica then follows the store (``service.lifecycle.follower``), as every other 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import json
@@ -56,6 +57,7 @@ def _summary(card: Card, registry: VersionRegistry) -> dict[str, Any]:
         "sha256": card.sha256,
         "loaded": card.ref in registry.loaded,
         "serving": registry.serving.get(card.name),
+        "pinned": card.ref in registry.pins,
     }
 
 
@@ -174,48 +176,38 @@ async def set_alias(request: Request, name: str, alias: str, body: AliasRequest)
     registry = _registry(request)
     ref = f"{name}:{body.version}"
     swap = alias == PRODUCTION and name in registry.serving
-    was_loaded = ref in registry.loaded
-    if swap:
-        await registry.load(ref, serve=False)
-    try:
-        card = await asyncio.to_thread(
-            registry.store.set_alias, name, alias, body.version, force=body.force, dataset=body.dataset
+    async with registry.hold(ref) if swap else contextlib.nullcontext():
+        card = await registry.store_calls.run(
+            functools.partial(registry.store.set_alias, force=body.force, dataset=body.dataset),
+            name,
+            alias,
+            body.version,
         )
-    except Exception:
-        if swap and not was_loaded:
-            await registry.unload(ref)
-        raise
-    if name in registry.serving:
-        # Follow the store rather than swap to ``ref``: under concurrent alias changes the last
-        # reconciliation reads the alias's final value, so what is served always ends equal to it.
-        followed = await request.app.state.follower.sync(name)
-        if followed is None and swap:  # this replica is pinned to a version: the admin's swap is explicit
-            await registry.load(ref, serve=True)
-        elif swap and not was_loaded and ref in registry.loaded and ref not in _in_use(registry, name):
-            await registry.unload(ref)  # the store moved on meanwhile (or this replica follows another alias)
+        if name in registry.serving:
+            # Follow the store rather than swap to ``ref``: under concurrent alias changes the last
+            # reconciliation reads the alias's final value, so what is served always ends equal to it.
+            followed = await request.app.state.follower.sync(name)
+            if followed is None and swap:  # this replica is pinned to a version: the admin's swap is explicit
+                await registry.load(ref, serve=True)
     return {**_summary(card, registry), "alias": alias}
-
-
-def _in_use(registry: VersionRegistry, name: str) -> set[str]:
-    """The versions of ``name`` that requests are routed to: the serving one and a canary."""
-    split = registry.splits.get(name)
-    return {registry.serving.get(name) or "", *((split.stable, split.canary) if split else ())}
 
 
 @router.post("/models/{name}/rollback", summary="Move an alias back to its previous version")
 async def rollback(request: Request, name: str, body: RollbackRequest | None = None) -> dict[str, Any]:
     registry = _registry(request)
     alias = (body or RollbackRequest()).alias
-    card = await asyncio.to_thread(registry.store.rollback, name, alias)
+    card = await registry.store_calls.run(registry.store.rollback, name, alias)
     if name in registry.serving:
         await request.app.state.follower.sync(name)
     return {**_summary(card, registry), "alias": alias}
 
 
-@router.post("/models/{ref}/load", summary="Load and warm a version beside the others")
+@router.post("/models/{ref}/load", summary="Load and warm a version beside the others; it stays until unloaded")
 async def load(
     request: Request, ref: str, serve: Annotated[bool, Query(description="also make it serve its name")] = False
 ) -> dict[str, Any]:
+    """Without ``serve``, an explicit load: a pin that no store change drops, leased as long as it is loaded,
+    until ``POST /admin/models/{ref}/unload``."""
     registry = _registry(request)
     version = await registry.load(ref, serve=serve)
     return _summary(version.card, registry)
@@ -224,5 +216,5 @@ async def load(
 @router.post("/models/{ref}/unload", summary="Unload a version that is not serving its name")
 async def unload(request: Request, ref: str) -> dict[str, Any]:
     registry = _registry(request)
-    card = await registry.unload(ref)
+    card = await registry.unpin(ref)
     return _summary(card, registry)

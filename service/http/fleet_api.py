@@ -7,7 +7,6 @@ answers it, and the same as the CLI's ``vitserve models canary|promote|abort`` a
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -40,7 +39,7 @@ async def _synced(follower: StoreFollower, name: str, alias: str, action: str) -
 @router.post("/models/{name}/aliases/{alias}/canary", summary="Send a share of an alias's requests to a version")
 async def set_canary(request: Request, name: str, alias: str, body: CanaryRequest) -> dict[str, Any]:
     follower = _follower(request)
-    await asyncio.to_thread(follower.store.set_canary, name, alias, body.version, body.weight)
+    await follower.calls.run(follower.store.set_canary, name, alias, body.version, body.weight)
     return await _synced(follower, name, alias, "canary")
 
 
@@ -50,7 +49,7 @@ async def promote_canary(
 ) -> dict[str, Any]:
     """Eval-gated for ``production`` like any promotion (409 promotion_refused, nothing changes)."""
     follower, body = _follower(request), body or CanaryPromoteRequest()
-    await asyncio.to_thread(
+    await follower.calls.run(
         lambda: follower.store.end_canary(name, alias, promote=True, force=body.force, dataset=body.dataset)
     )
     return await _synced(follower, name, alias, "promote")
@@ -59,7 +58,7 @@ async def promote_canary(
 @router.post("/models/{name}/aliases/{alias}/canary/abort", summary="End the canary: all requests to the alias")
 async def abort_canary(request: Request, name: str, alias: str) -> dict[str, Any]:
     follower = _follower(request)
-    await asyncio.to_thread(lambda: follower.store.end_canary(name, alias, promote=False))
+    await follower.calls.run(lambda: follower.store.end_canary(name, alias, promote=False))
     return await _synced(follower, name, alias, "abort")
 
 

@@ -60,9 +60,9 @@ async def stats(request: Request) -> dict[str, Any]:
     summary="The figures stored with a version (confusion matrices by dataset), as URLs",
 )
 async def figures(request: Request, name: str, version: Version) -> dict[str, Any]:
-    store = request.app.state.store
-    card = await asyncio.to_thread(store.card, name, version)
-    images = await asyncio.to_thread(confusion_images, store, card)
+    store, calls = request.app.state.store, request.app.state.registry.store_calls
+    card = await calls.run(store.card, name, version)
+    images = await calls.run(confusion_images, store, card)
     base = f"/models/{quote(name)}/versions/{version}/confusion/"
     return {"confusion": {dataset: base + quote(dataset, safe="") for dataset in images}}
 
@@ -74,5 +74,6 @@ async def figures(request: Request, name: str, version: Version) -> dict[str, An
     summary="A version's confusion matrix on one dataset (PNG)",
 )
 async def confusion(request: Request, name: str, version: Version, dataset: str) -> FileResponse:
-    path = await asyncio.to_thread(confusion_image, request.app.state.store, name, version, dataset)
+    state = request.app.state
+    path = await state.registry.store_calls.run(confusion_image, state.store, name, version, dataset)
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-cache"})

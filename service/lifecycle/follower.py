@@ -17,7 +17,9 @@ same loop renews this replica's lease in the store (``model_store.leases``) with
 about to load, and, when the canary guard is on, aborts a canary that does worse than its stable version by
 writing the abort to the store, which every replica then follows.
 
-Only a change in the store moves a name: a version an admin swapped in by hand on one replica
+The follower only says what the store wants (``VersionRegistry.follow``); the registry owns what is loaded, so an
+explicit load on this replica (a pin) stays whatever the store does. Only a change in the store moves a name: a
+version an admin swapped in by hand on one replica
 (``POST /admin/models/{ref}/load?serve=true``) stays until the store next changes for that name. A replica whose
 default model is pinned (``name:V``) does not follow that name at all.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -33,27 +36,16 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Gauge
 
 from vitserve.model_store import ModelStore, StoreError
-from vitserve.model_store.leases import default_replica_id
 from vitserve.model_store.promotion import GATED_ALIAS
 from vitserve.model_store.reference import parse_reference
 from vitserve.service.core.errors import LoadFailed, ServiceError
 from vitserve.service.lifecycle.canary import CanarySplit, Guard
-from vitserve.service.lifecycle.versions import VersionRegistry
+from vitserve.service.lifecycle.versions import Target, VersionRegistry
 from vitserve.service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_STEPS = 5  # retries wait follow_retry_s × 1, 2, 4, 8, 16, then 16 again
-
-
-@dataclass(frozen=True)
-class Target:
-    """What the store says a name should serve: ``stable`` (``name:V``), and a canary beside it."""
-
-    stable: str
-    alias: str | None = None
-    canary: str | None = None
-    weight: float = 0.0
 
 
 @dataclass
@@ -75,7 +67,8 @@ class StoreFollower:
     def __init__(self, registry: VersionRegistry, settings: Settings) -> None:
         self.registry, self.settings = registry, settings
         self.store: ModelStore = registry.store
-        self.replica = settings.replica_id or default_replica_id()
+        self.calls = registry.store_calls
+        self.replica = registry.replica
         self.guard = (
             Guard(settings.canary_min_requests, settings.canary_max_error_rate_delta, settings.canary_max_p99_ratio)
             if settings.canary_guard
@@ -119,11 +112,11 @@ class StoreFollower:
         )
 
     async def stop(self) -> None:
+        """Stop following; the lease goes when the registry has unloaded everything (``VersionRegistry.close``)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await asyncio.to_thread(self.store.leases.release, self.replica)
 
     async def _run(self, period_s: float) -> None:
         lease_due = 0.0
@@ -141,10 +134,8 @@ class StoreFollower:
             except Exception:  # the loop must outlive any one bad poll (a store briefly unreachable, ...)
                 log.exception("store follower: poll failed; trying again in %.2f s", period_s)
 
-    async def renew_lease(self, *also: str) -> None:
-        """Write this replica's lease: every loaded version, those being loaded, and ``also``."""
-        holds = {*self.registry.loaded, *self.registry.loading, *also}
-        await asyncio.to_thread(self.store.leases.renew, self.replica, holds, self.settings.lease_ttl_s)
+    async def renew_lease(self) -> None:
+        await self.registry.renew_lease()
 
     # ----- following ---------------------------------------------------------------------------------------
 
@@ -163,12 +154,12 @@ class StoreFollower:
             return None
         state = self.states.setdefault(name, SyncState(followed))
         async with self._lock:
-            generation = await asyncio.to_thread(self.store.generation, name)
+            generation = await self.calls.run(self.store.generation, name)
             changed = generation != state.generation
             if not (force or changed or (state.pending and time.monotonic() >= state.retry_at)):
                 return state
             try:
-                target = await asyncio.to_thread(self._read_target, followed)
+                target = await self.calls.run(self._read_target, followed)
             except StoreError as err:  # the alias or the model is gone: keep serving what we have
                 log.warning("store follower: cannot resolve %s (%s); %s keeps serving", followed, err, name)
                 state.generation = generation
@@ -193,50 +184,24 @@ class StoreFollower:
         return Target(card.ref, alias, f"{card.name}:{canary.version}", canary.weight)
 
     async def _apply(self, name: str, state: SyncState, target: Target) -> None:
-        registry = self.registry
-        split = registry.splits.get(name)
-        if split is not None and (split.stable, split.canary) != (target.stable, target.canary):
-            del registry.splits[name]  # first: no request may be routed to a version about to retire
-            self.canary_weight.remove(*split.canary.split(":"))
+        before = self.registry.splits.get(name)
         try:
-            if registry.serving.get(name) != target.stable:
-                await self.renew_lease(target.stable)  # leased before loading: a delete cannot race the load
-                await registry.load(target.stable, serve=True)
-            if target.canary is not None:
-                await self._apply_canary(name, target)
+            await self.registry.follow(name, target)
         except (LoadFailed, StoreError, ServiceError) as err:
             self._failed(name, state, err)
             return
         finally:
-            await self._unload_retired(split, name)
+            self._show_split(name, before)
         state.pending, state.error, state.attempts = False, None, 0
         self.in_sync.labels(name).set(1)
 
-    async def _apply_canary(self, name: str, target: Target) -> None:
-        assert target.canary is not None and target.alias is not None
-        registry = self.registry
-        current = registry.splits.get(name)
-        if current is not None and current.weight == target.weight:
-            return
-        if target.canary not in registry.loaded:
-            await self.renew_lease(target.canary)
-            await registry.load(target.canary, serve=False)
-        if current is None:
-            registry.stats.reset(target.stable, target.canary)  # judge both sides over the same window
-        registry.splits[name] = CanarySplit(name, target.alias, target.stable, target.canary, target.weight)
-        self.canary_weight.labels(*target.canary.split(":")).set(target.weight)
-        log.info("%s: canary %s takes %.1f %% beside %s", name, target.canary, target.weight, target.stable)
-
-    async def _unload_retired(self, old: CanarySplit | None, name: str) -> None:
-        """Unload a former canary that neither serves nor is still a canary."""
-        registry = self.registry
-        current = registry.splits.get(name)
-        if old is None or old.canary not in registry.loaded or old.canary == registry.serving.get(name):
-            return
-        if current is not None and current.canary == old.canary:
-            return
-        await registry.unload(old.canary)
-        log.info("%s: former canary %s unloaded", name, old.canary)
+    def _show_split(self, name: str, before: CanarySplit | None) -> None:
+        """The canary-weight gauge after ``follow`` changed (or kept) ``name``'s split."""
+        after = self.registry.splits.get(name)
+        if before is not None and (after is None or after.canary != before.canary):
+            self.canary_weight.remove(*before.canary.split(":"))
+        if after is not None:
+            self.canary_weight.labels(*after.canary.split(":")).set(after.weight)
 
     def _failed(self, name: str, state: SyncState, err: Exception) -> None:
         state.attempts += 1
@@ -267,9 +232,8 @@ class StoreFollower:
                 continue
             canary_version = int(split.canary.split(":")[1])
             try:
-                await asyncio.to_thread(
-                    self.store.end_canary, name, split.alias, promote=False, only_version=canary_version
-                )
+                end = functools.partial(self.store.end_canary, promote=False, only_version=canary_version)
+                await self.calls.run(end, name, split.alias)
             except StoreError as err:  # already ended or replaced by someone else: nothing to abort
                 log.info("canary guard: %s@%s: %s", name, split.alias, err)
                 continue
