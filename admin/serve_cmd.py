@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -15,6 +16,8 @@ import uvicorn
 
 from vitserve.admin.errors import CommandError
 from vitserve.admin.listeners import admin_server, connection_limits, run_servers
+from vitserve.model_store.serving import PRECISIONS
+from vitserve.runtime.engine import ENGINE_CHOICES
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +47,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--store", type=Path, dest="store_root", metavar="DIR", help="model store root (default ./store)")
     p.add_argument("--model", dest="default_model", metavar="REF", help="model served at start (default digits-vit)")
     p.add_argument("--device", dest="device_target", choices=["CPU", "GPU", "Ascend"], help="device (default CPU)")
-    p.add_argument("--engine", choices=["auto", "mindspore", "onnxruntime", "openvino"], help="inference backend")
+    p.add_argument("--engine", choices=ENGINE_CHOICES, help="inference backend")
     p.add_argument("--engine-threads", type=int, metavar="N", help="CPU engines' threads (default: the CPUs available)")
     p.add_argument(
         "--engine-precision",
-        choices=["auto", "fp32", "int8", "int8-static", "bf16"],
+        choices=("auto", *PRECISIONS),
         help="CPU engines' precision (default auto: each version's opt-in, see `vitserve models set-precision`)",
     )
     p.add_argument("--max-batch-size", type=int, help="largest batch (compiled buckets 1, 2, 4, ... up to it)")
@@ -61,6 +64,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Before MindSpore is imported: it asks for protobuf's pure-Python runtime (to load checkpoints over 2 GiB),
+    # under which parsing one gRPC message of a million tiny entries takes seconds of CPU, where the C runtime
+    # (upb) takes tens of milliseconds. Our checkpoints stay far below 2 GiB; set the variable to ``python`` to
+    # load a larger one.
+    os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "upb")
     from vitserve.service.app import create_app
     from vitserve.service.observability.logs import configure_logging
     from vitserve.service.settings import SettingsError, load_settings

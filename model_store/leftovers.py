@@ -30,7 +30,7 @@ def remove_leftovers(model_dir: Path) -> list[str]:
         elif path.name.startswith(".trash-") or path.name.endswith(".tmp"):
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
             removed.append(path.name)
-        elif path.name.isdigit() and path.is_dir():  # a card update killed before its os.replace
+        elif path.name.isascii() and path.name.isdigit() and path.is_dir():  # a card update killed before its rename
             for stray in path.glob(".*.tmp"):
                 stray.unlink(missing_ok=True)
                 removed.append(f"{path.name}/{stray.name}")

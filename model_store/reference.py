@@ -9,6 +9,8 @@ from vitserve.model_store.errors import InvalidName
 
 # Names become directory names: lower case, no separators, no leading dot (so no traversal, no hidden dirs).
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# ASCII digits only ("²".isdigit() is true, and int("²") raises), and few enough for int() to take.
+VERSION_PATTERN = re.compile(r"[0-9]{1,18}")
 
 
 def validate_name(name: str, what: str = "model name") -> str:
@@ -43,7 +45,7 @@ def parse_reference(ref: str) -> Reference:
         return Reference(validate_name(name), alias=validate_name(alias, "alias"))
     if ":" in ref:
         name, version = ref.split(":", 1)
-        if not version.isdigit() or int(version) < 1:
+        if not VERSION_PATTERN.fullmatch(version) or int(version) < 1:
             raise InvalidName(f"invalid model reference {ref!r}: the version after ':' must be a positive integer")
         return Reference(validate_name(name), version=int(version))
     return Reference(validate_name(ref))

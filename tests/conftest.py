@@ -6,7 +6,12 @@ imported, fixtures are injected.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# As `vitserve serve` does before MindSpore picks protobuf's pure-Python runtime (admin/serve_cmd.py): the
+# in-process gRPC tests then parse as the server does.
+os.environ.setdefault("PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION", "upb")
 
 import numpy as np
 import pytest

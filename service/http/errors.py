@@ -22,8 +22,15 @@ from vitserve.vit.image_errors import ImageError
 log = logging.getLogger(__name__)
 
 
-def error_response(code: str, message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+def error_response(
+    code: str, message: str, status: int, headers: dict[str, str] | None = None, *, path: str = ""
+) -> JSONResponse:
+    """The error JSON; under ``/v2`` (a refusal by middleware before the Open Inference Protocol's own handlers
+    run) in that protocol's shape, ``{"error": message}``."""
+    body = error_body(code, message)
+    if path == "/v2" or path.startswith("/v2/"):
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _domain_handler(request: Request, err: Exception) -> JSONResponse:

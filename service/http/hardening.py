@@ -2,7 +2,8 @@
 
 - ``AdminGuardMiddleware`` (``service.http.admin_guard``): ``/admin`` is authorised before any body byte is read;
 - ``ClientRateMiddleware``: each client's requests (all but probes and ``/admin``) against its request rate,
-  before any body byte is read: a client over it gets 429 with Retry-After, and the refusal costs little;
+  before any body byte is read: a client over it while the replica is contended (``core.client_budgets``) gets 429
+  with Retry-After, and the refusal costs little; alone, or with capacity to spare, it is let through;
 - ``BodyDeadlineMiddleware``: the whole body must arrive within ``body_timeout_s`` of the first read, else 408
   and the connection closes. uvicorn bounds idle keep-alive connections but not a body trickled a few bytes at
   a time, which would otherwise hold its connection (and the admission it was granted) indefinitely.
@@ -57,7 +58,8 @@ class BodyDeadlineMiddleware:
 
 class ClientRateMiddleware:
     """Each request takes a token from its client's bucket in ``budgets``; with no whole token left, 429 with
-    the wait until the next one. Probes and ``/admin`` (authorised by its token) are not counted."""
+    the wait until the next one if the bucket binds now (``take_request``), else it goes on. Probes and
+    ``/admin`` (authorised by its token) are not counted."""
 
     def __init__(self, app: ASGIApp, budgets: ClientBudgets, header: str | None, metrics: Metrics) -> None:
         self.app, self.budgets, self.header, self.metrics = app, budgets, header, metrics
@@ -72,7 +74,9 @@ class ClientRateMiddleware:
         try:
             take_request(self.budgets, client, self.metrics)
         except RateLimited as err:
-            await error_response(err.code, str(err), err.status, err.headers())(scope, receive, send)
+            await error_response(err.code, str(err), err.status, err.headers(), path=scope["path"])(
+                scope, receive, send
+            )
             return
         await self.app(scope, receive, send)
 

@@ -11,30 +11,13 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vitserve.service.core.errors import Overloaded, PayloadTooLarge, ShuttingDown
+from vitserve.service.core.body_budget import BodyBudget, bodies_busy
+from vitserve.service.core.errors import PayloadTooLarge, ShuttingDown
 from vitserve.service.core.metrics import Metrics
 from vitserve.service.http.errors import error_response
 
 # Always answered, even while draining: orchestrators poll them to see the drain.
 PROBE_PATHS = ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready")
-
-
-class BodyBudget:
-    """Bytes of request bodies held at once, over every request: bounds the memory (and the multipart files
-    spilled to the temporary directory) that concurrent bodies can take, however many connections send them.
-    Used from the event loop only."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.held = limit, 0
-
-    def take(self, size: int) -> bool:
-        if self.held + size > self.limit:
-            return False
-        self.held += size
-        return True
-
-    def give(self, size: int) -> None:
-        self.held -= size
 
 
 class BodyLimitMiddleware:
@@ -59,18 +42,19 @@ class BodyLimitMiddleware:
             return
         limit = self.limit_for(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > limit:
-            response = error_response(
-                "payload_too_large", f"request body of {int(declared)} bytes; the limit is {limit} bytes", 413
-            )
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
+            message = f"request body of {int(declared)} bytes; the limit is {limit} bytes"
+            response = error_response("payload_too_large", message, 413, path=scope["path"])
             await response(scope, receive, send)
             return
         budget = self.budget if self.budget is not None and self.budgeted(scope["path"]) else None
         seen = held = 0
-        if budget is not None and declared.isdigit():
+        if budget is not None and declared.isascii() and declared.isdigit():
             if not budget.take(int(declared)):
-                busy = _busy()
-                await error_response(busy.code, str(busy), busy.status, busy.headers())(scope, receive, send)
+                busy = bodies_busy()
+                await error_response(busy.code, str(busy), busy.status, busy.headers(), path=scope["path"])(
+                    scope, receive, send
+                )
                 return
             held = int(declared)
 
@@ -83,7 +67,7 @@ class BodyLimitMiddleware:
                     raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
                 if budget is not None and seen > held:
                     if not budget.take(seen - held):
-                        raise _busy()
+                        raise bodies_busy()
                     held = seen
             return message
 
@@ -92,10 +76,6 @@ class BodyLimitMiddleware:
         finally:
             if budget is not None:
                 budget.give(held)
-
-
-def _busy() -> Overloaded:
-    return Overloaded("the server is receiving too many request bodies at once; retry shortly", retry_after_s=1)
 
 
 class ServingMiddleware:
@@ -120,7 +100,9 @@ class ServingMiddleware:
         try:
             if self.is_draining() and scope["path"] not in PROBE_PATHS:
                 err = ShuttingDown("the server is shutting down; retry on another replica", retry_after_s=1)
-                await error_response(err.code, str(err), err.status, err.headers())(scope, receive, recording_send)
+                await error_response(err.code, str(err), err.status, err.headers(), path=scope["path"])(
+                    scope, receive, recording_send
+                )
             else:
                 await self.app(scope, receive, recording_send)
         finally:

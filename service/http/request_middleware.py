@@ -1,16 +1,15 @@
 """The outermost ASGI middleware: the request id, the per-request log line, the request observers, the trace.
 
-For each HTTP request: take the id from ``X-Request-Id`` (or W3C ``traceparent``'s trace id) or make one, bind a
-``RequestRecord`` to the context (log lines and error bodies read its id), echo the id in the ``X-Request-Id``
-response header, and at the end hand the record to the request observers (the per-version series, the live
-figures of ``/stats``) and write one access log line (logger ``vitserve.access``). An unhandled exception below
-becomes the 500 JSON error here, with the request id, so that even a bug's answer can be found in the log.
+For each HTTP request: take the id from ``X-Request-Id`` (or W3C ``traceparent``'s trace id) or make one, open
+the request's ``RequestRecord`` in ``request_scope`` (the one the gRPC door uses too: log lines and error bodies
+read its id, the request observers get it at the end, one access log line on logger ``vitserve.access``), and
+echo the id in the ``X-Request-Id`` response header. An unhandled exception below becomes the 500 JSON error
+here, with the request id, so that even a bug's answer can be found in the log.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,10 +17,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vitserve.service.http.errors import error_response
 from vitserve.service.observability import request_context
 from vitserve.service.observability.request_context import RequestObserver, RequestRecord
+from vitserve.service.observability.request_scope import request_scope
 from vitserve.service.observability.tracing import Tracer
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("vitserve.access")
 
 # Polled every few seconds by orchestrators and scrapers: logged at DEBUG so they do not drown the requests.
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
@@ -37,12 +36,7 @@ class RequestMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.monotonic()
         record = _record(scope)
-        tracer = self.tracer()
-        if tracer is not None:
-            record.tracer, record.span = tracer, tracer.start_request(record)
-        token = request_context.bind(record)
         header = (b"x-request-id", record.request_id.encode("latin-1"))
         response_started = False
 
@@ -60,25 +54,19 @@ class RequestMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), header]}
             await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tagging_send)
-        except Exception:
-            log.exception("unhandled error on %s %s", record.method, record.path)
-            if response_started:
-                raise
-            message = f"internal error (incident {record.request_id}); see the server log"
-            response = error_response("internal_error", message, 500)
-            await response(scope, counting_receive, tagging_send)
-        finally:
-            route = scope.get("route")
-            record.route = getattr(route, "path", "unmatched")
-            elapsed = time.monotonic() - started
-            for observer in self.observers:
-                observer.observe_request(record, elapsed)
-            _log_access(record, elapsed)
-            if tracer is not None:
-                tracer.end_request(record.span, record)
-            request_context.unbind(token)
+        with request_scope(record, self.observers, self.tracer(), quiet=record.path in QUIET_PATHS):
+            try:
+                await self.app(scope, counting_receive, tagging_send)
+            except Exception:
+                log.exception("unhandled error on %s %s", record.method, record.path)
+                if response_started:
+                    raise
+                message = f"internal error (incident {record.request_id}); see the server log"
+                response = error_response("internal_error", message, 500)
+                await response(scope, counting_receive, tagging_send)
+            finally:
+                route = scope.get("route")
+                record.route = getattr(route, "path", "unmatched")
 
 
 def _record(scope: Scope) -> RequestRecord:
@@ -91,35 +79,4 @@ def _record(scope: Scope) -> RequestRecord:
         method=scope["method"],
         path=scope["path"],
         client=f"{client[0]}:{client[1]}" if client else None,
-    )
-
-
-def _log_access(record: RequestRecord, elapsed_s: float) -> None:
-    fields = {
-        "request_id": record.request_id,
-        "method": record.method,
-        "route": record.route,
-        "path": record.path,
-        "status": record.status,
-        "model": record.model,
-        "version": record.version,
-        "images": record.images,
-        "bytes": record.bytes_in,
-        "duration_ms": round(elapsed_s * 1e3, 3),
-        "stages_ms": record.stage_ms,
-        "client": record.client,
-        "error_code": record.error_code,
-    }
-    level = logging.DEBUG if record.path in QUIET_PATHS else logging.INFO
-    model = f" {record.model}:{record.version}" if record.model is not None else ""
-    access_log.log(
-        level,
-        "%s %s %d %.1f ms%s images=%d",
-        record.method,
-        record.path,
-        record.status,
-        elapsed_s * 1e3,
-        model,
-        record.images,
-        extra=fields,
     )

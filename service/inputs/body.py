@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import contextlib
 import json
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 import numpy as np
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from vitserve.service.core.client_budgets import client_id
@@ -80,8 +83,24 @@ def request_client(request: Request) -> str:
     return client_id(request.headers.raw, peer, request.app.state.settings.client_header)
 
 
+@contextlib.asynccontextmanager
+async def _form(request: Request, max_images: int) -> AsyncIterator[FormData]:
+    """The multipart form, parsed no further than one file past ``max_images``: more images is a 413, as on
+    every door (Starlette's own refusal is a 400 naming its internal count)."""
+    try:
+        form = await request.form(max_files=max_images + 1, max_fields=16)
+    except HTTPException as err:
+        if isinstance(err.detail, str) and err.detail.startswith("Too many files"):
+            raise PayloadTooLarge(f"more than {max_images} images in one request; the limit is {max_images}") from None
+        raise
+    try:
+        yield form
+    finally:
+        await form.close()
+
+
 async def _from_form(request: Request, max_images: int) -> ClassifyInputs:
-    async with request.form(max_files=max_images + 1, max_fields=16) as form:
+    async with _form(request, max_images) as form:
         images: list[ImageInput] = []
         fields: dict[str, str] = {}
         for key, value in form.multi_items():

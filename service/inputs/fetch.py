@@ -172,7 +172,7 @@ class UrlFetcher:
         if encoding not in ("", "identity"):
             raise UrlFetchFailed(f"compressed responses ({encoding}) are not accepted")
         declared = response.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > cap:
+        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > cap:
             raise ImageTooLarge(f"the URL's body is {declared} bytes; the limit is {cap} bytes")
         body = bytearray()
         async for chunk in response.aiter_raw():

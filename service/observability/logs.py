@@ -38,6 +38,27 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# Characters that end a line or drive a terminal: C0 controls (``\n``, ``\r``, ...), DEL, C1 controls (``\x85`` is
+# a line break to ``str.splitlines``) and the Unicode line and paragraph separators. A client puts them in a log
+# line through a decoded path (``%0a``) or a header; escaped, one record stays one line.
+_CONTROLS = [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
+_TEXT_ESCAPES = {c: repr(chr(c))[1:-1] if c < 0x80 else f"\\u{c:04x}" for c in _CONTROLS}
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in _CONTROLS if c >= 0x7F}  # json.dumps escapes C0 itself
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``, ``\\u0085``)."""
+    return text.translate(_TEXT_ESCAPES)
+
+
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT``, always one line: the control characters of the message, of every field and of a
+    traceback are escaped (a traceback's line breaks become ``\\n``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().format(record))
+
+
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "message", "request_id", ...extra fields, "exception"?}`` on one line."""
 
@@ -56,14 +77,16 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        # json.dumps escapes C0 controls; C1 controls and U+2028/U+2029 it leaves (valid JSON, but line breaks to
+        # some readers): escaped too, inside strings, where alone they can occur.
+        return json.dumps(entry, default=str, ensure_ascii=False).translate(_JSON_ESCAPES)
 
 
 def configure_logging(fmt: LogFormat, level: str) -> None:
     """Replace the root logger's handlers with one on stderr in ``fmt``; other loggers propagate to it."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

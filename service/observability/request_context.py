@@ -1,9 +1,10 @@
 """The request being served: its id and what it did, in a context variable.
 
-The request middleware sets a fresh ``RequestRecord`` for each HTTP request; code below it (the classify
-stages, the error responses, the logging filter) reads and fills it through ``current()``. Tasks created while
-handling the request copy the context, so they share the same (mutable) record; ``asyncio.to_thread`` copies it
-too. The batcher's device thread serves many requests at once and has no record.
+Each door opens a fresh ``RequestRecord`` per request (``request_scope``: the HTTP request middleware, the gRPC
+call frame); code below it (the classify stages, the error responses, the logging filter) reads and fills it
+through ``current()``. Tasks created while handling the request copy the context, so they share the same
+(mutable) record; ``asyncio.to_thread`` copies it too. The batcher's device thread serves many requests at once
+and has no record.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ class RequestRecord:
 
     request_id: str
     method: str = ""
-    path: str = ""
+    path: str = ""  # the HTTP path; for gRPC the call's ``/package.Service/Method``
+    protocol: str = "http"  # "http" or "grpc": which door the request came through
     client: str | None = None
     parent_span_id: str | None = None  # from ``traceparent``: the caller's span, parent of the request's span
     route: str = "unmatched"
-    status: int = 500
+    status: int = 500  # HTTP status; a gRPC call's is its error's (``core.errors.describe``), 200 when OK
+    grpc_status: str | None = None  # gRPC calls only: the status code's name (``OK``, ``NOT_FOUND``, ...)
     model: str | None = None
     version: int | None = None
     images: int = 0
@@ -49,7 +52,7 @@ class RequestRecord:
 
 
 class RequestObserver(Protocol):
-    """Told of every answered HTTP request by the request middleware, once the record is complete."""
+    """Told of every answered request (HTTP or gRPC) by ``request_scope``, once the record is complete."""
 
     def observe_request(self, record: RequestRecord, seconds: float) -> None:
         """``record`` as the request left it; ``seconds`` from arrival to the end of the answer."""

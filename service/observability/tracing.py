@@ -7,6 +7,7 @@ span continues the caller's trace when it sent a W3C ``traceparent``; every span
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from vitserve.service.observability.request_context import RequestRecord
 
 REQUEST_ID_ATTRIBUTE = "vitserve.request_id"
+_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class Tracer:
@@ -43,7 +45,9 @@ class Tracer:
         from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
         context = None
-        if record.parent_span_id is not None:
+        # The caller's trace is continued when the request id is its trace id (an ``x-request-id`` sent beside a
+        # ``traceparent`` wins as the id, and is no trace id: the span then starts a trace of its own).
+        if record.parent_span_id is not None and _TRACE_ID.match(record.request_id):
             parent = SpanContext(
                 trace_id=int(record.request_id, 16),
                 span_id=int(record.parent_span_id, 16),
@@ -51,15 +55,30 @@ class Tracer:
                 trace_flags=TraceFlags(TraceFlags.SAMPLED),
             )
             context = trace.set_span_in_context(NonRecordingSpan(parent))
-        span = self._tracer.start_span(f"{record.method} {record.path}", context=context, kind=SpanKind.SERVER)
+        if record.protocol == "grpc":  # OpenTelemetry's RPC conventions: named ``package.Service/Method``
+            name = record.path.lstrip("/")
+            service, _, method = name.partition("/")
+            span = self._tracer.start_span(name, context=context, kind=SpanKind.SERVER)
+            span.set_attribute("rpc.system", "grpc")
+            span.set_attribute("rpc.service", service)
+            span.set_attribute("rpc.method", method)
+        else:
+            span = self._tracer.start_span(f"{record.method} {record.path}", context=context, kind=SpanKind.SERVER)
+            span.set_attribute("http.request.method", record.method)
         span.set_attribute(REQUEST_ID_ATTRIBUTE, record.request_id)
-        span.set_attribute("http.request.method", record.method)
         return span
 
     def end_request(self, span: Any, record: RequestRecord) -> None:
-        span.update_name(f"{record.method} {record.route}")
-        span.set_attribute("http.route", record.route)
-        span.set_attribute("http.response.status_code", record.status)
+        if record.protocol == "grpc":
+            import grpc
+
+            code = grpc.StatusCode[record.grpc_status] if record.grpc_status else grpc.StatusCode.UNKNOWN
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            span.set_attribute("vitserve.status", record.status)  # the HTTP status of the same outcome
+        else:
+            span.update_name(f"{record.method} {record.route}")
+            span.set_attribute("http.route", record.route)
+            span.set_attribute("http.response.status_code", record.status)
         if record.model is not None:
             span.set_attribute("vitserve.model", record.model)
             span.set_attribute("vitserve.version", record.version or 0)

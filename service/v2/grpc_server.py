@@ -1,18 +1,20 @@
 """The Open Inference Protocol over gRPC: ``inference.GRPCInferenceService`` on ``grpc_port``.
 
 Served by the HTTP service's own process and event loop (``grpc.aio``), so both protocols share one batcher
-per version, one admission count and one decode pool; started after the default model is warm and stopped
-(in-flight calls finish within ``drain_timeout_s``) before the versions drain. Errors are gRPC statuses
-mapped from the service's HTTP statuses (503 → UNAVAILABLE and 429 → RESOURCE_EXHAUSTED with a ``retry-after``
+per version, one admission count, one decode pool, one body budget and the per-client rates; started after the
+default model is warm and stopped (in-flight calls finish within ``drain_timeout_s``) before the versions
+drain. Every call runs in ``grpc_calls.frame``: its record (access line, metrics, span, ``/stats``), the caller's
+identity and rate before its message is read, the receive deadline and the body budget, and one table from the
+service's errors to gRPC statuses (503 → UNAVAILABLE and 429 → RESOURCE_EXHAUSTED with a ``retry-after``
 trailer, 504 → DEADLINE_EXCEEDED, ...); the call's gRPC deadline shortens the request's like REST's ``timeout``.
+The listener's own bounds (connections, streams per connection, calls at once, idle and age) are gRPC options.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,8 +23,9 @@ import numpy as np
 from fastapi import FastAPI
 from grpc import aio
 
-from vitserve.service.core.client_budgets import client_id, take_request
-from vitserve.service.core.errors import InvalidInput, ServiceError, ShuttingDown, describe
+from vitserve.model_store.errors import ModelNotFound
+from vitserve.service.core.errors import InvalidInput
+from vitserve.service.v2.grpc_calls import Call, frame
 from vitserve.service.v2.proto import grpc_predict_v2_pb2 as pb
 from vitserve.service.v2.protocol import (
     EXTENSIONS,
@@ -31,6 +34,7 @@ from vitserve.service.v2.protocol import (
     InferenceProtocol,
     InferRequest,
     InferResponse,
+    reference,
 )
 from vitserve.service.v2.tensors import (
     BYTES,
@@ -38,6 +42,7 @@ from vitserve.service.v2.tensors import (
     InputTensor,
     OutputRequest,
     TensorSpec,
+    check_declared,
     fp32_from_raw,
     raw_of,
     unpack_bytes,
@@ -47,19 +52,9 @@ log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
 
-# The service's HTTP statuses as gRPC codes (as Triton maps them: request problems are INVALID_ARGUMENT).
-_CODES = {
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    404: grpc.StatusCode.NOT_FOUND,
-    409: grpc.StatusCode.FAILED_PRECONDITION,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
-
 
 class InferenceServicer:
-    """The six calls of the protocol over the app's resources (``InferenceProtocol``)."""
+    """The six calls of the protocol over the app's resources (``InferenceProtocol``); each runs in the frame."""
 
     def __init__(self, state: Any) -> None:
         self.state = state
@@ -67,20 +62,23 @@ class InferenceServicer:
     def _protocol(self) -> InferenceProtocol:
         return InferenceProtocol.from_state(self.state)
 
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+    async def ServerLive(self, request: pb.ServerLiveRequest, call: Call) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+    async def ServerReady(self, request: pb.ServerReadyRequest, call: Call) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self._protocol().ready())
 
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
-        return pb.ModelReadyResponse(ready=await self._protocol().model_ready(request.name, request.version or None))
+    async def ModelReady(self, request: pb.ModelReadyRequest, call: Call) -> pb.ModelReadyResponse:
+        with only_the_name(request.name, request.version):
+            ready = await self._protocol().model_ready(request.name, request.version or None)
+        return pb.ModelReadyResponse(ready=ready)
 
-    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, call: Call) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=list(EXTENSIONS))
 
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        meta = await self._protocol().model_metadata(request.name, request.version or None)
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, call: Call) -> pb.ModelMetadataResponse:
+        with only_the_name(request.name, request.version):
+            meta = await self._protocol().model_metadata(request.name, request.version or None)
         return pb.ModelMetadataResponse(
             name=meta.name,
             versions=meta.versions,
@@ -89,45 +87,50 @@ class InferenceServicer:
             outputs=[_tensor_metadata(s) for s in meta.outputs],
         )
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        arrived = time.monotonic()
-        if self.state.lifecycle.draining:
-            raise ShuttingDown("the server is shutting down; retry on another replica", retry_after_s=1)
-        request_id = dict(context.invocation_metadata() or ()).get("x-request-id")
-        decoded = decode_infer(request, deadline_s=context.time_remaining(), fallback_id=request_id)
-        client = grpc_client(context, self.state.settings.client_header)
-        if self.state.client_rates is not None:
-            take_request(self.state.client_rates, client, self.state.metrics)
-        return encode_infer(await self._protocol().infer(decoded, arrived=arrived, client=client))
+    async def ModelInfer(self, request: pb.ModelInferRequest, call: Call) -> pb.ModelInferResponse:
+        arrived = call.arrived
+        decoded = decode_infer(
+            request,
+            deadline_s=call.context.time_remaining(),
+            fallback_id=call.given_id,
+            max_images=self.state.settings.max_images,
+        )
+        with only_the_name(request.model_name, request.model_version):
+            response = await self._protocol().infer(decoded, arrived=arrived, client=call.client)
+        return encode_infer(response)
 
 
-def grpc_client(context: Any, header: str | None) -> str:
-    """The caller's identity, as REST's (``client_budgets.client_id``): ``header`` from the call's metadata when a
-    trusted proxy sets it, else the peer's address without its port (``ipv4:10.0.0.7:53114`` → ``10.0.0.7``,
-    ``ipv6:[::1]:53114`` → ``::1``), so that new connections do not make a new client."""
-    peer = context.peer() or ""
-    kind, _, address = peer.partition(":")
-    if kind in ("ipv4", "ipv6"):
-        peer = address.rsplit(":", 1)[0].strip("[]")
-    metadata = [(str(k).encode("latin-1"), str(v).encode("latin-1")) for k, v in context.invocation_metadata() or ()]
-    return client_id(metadata, peer, header)
+@contextlib.contextmanager
+def only_the_name(name: str, version: str) -> Iterator[None]:
+    """``ModelNotFound`` naming only the reference asked for: the store's own message lists what it holds."""
+    try:
+        yield
+    except ModelNotFound as err:
+        raise ModelNotFound(f"model {reference(name, version or None)!r} not found") from err
 
 
 def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
     return pb.ModelMetadataResponse.TensorMetadata(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))
 
 
-def decode_infer(request: pb.ModelInferRequest, *, deadline_s: float | None, fallback_id: str | None) -> InferRequest:
-    """The protocol request of a ``ModelInferRequest``: raw contents (one per input) or typed contents."""
+def decode_infer(
+    request: pb.ModelInferRequest, *, deadline_s: float | None, fallback_id: str | None, max_images: int
+) -> InferRequest:
+    """The protocol request of a ``ModelInferRequest``: raw contents (one per input) or typed contents. The one
+    input's name, datatype and declared shape are checked before any element is unpacked, and no more elements
+    than the shape declares are ever built (as on REST: ``tensors.check_declared``)."""
+    if len(request.inputs) != 1:  # counted before any per-input work: a message may carry a million of them
+        raise InvalidInput(f"expected exactly one input ('image' BYTES or 'pixels' FP32), got {len(request.inputs)}")
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise InvalidInput(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
     inputs = []
     for i, tensor in enumerate(request.inputs):
         what = f"input {tensor.name!r}"
+        count = check_declared(tensor.name, tensor.datatype, tensor.shape, max_images=max_images)
         elements: list[bytes] | np.ndarray
         if tensor.datatype == BYTES:
-            elements = unpack_bytes(raw[i], what) if raw else list(tensor.contents.bytes_contents)
+            elements = _bytes_elements(tensor, raw[i] if raw else None, what, count)
         elif tensor.datatype == FP32:
             elements = fp32_from_raw(raw[i], what) if raw else np.asarray(tensor.contents.fp32_contents, np.float32)
         else:
@@ -145,6 +148,16 @@ def decode_infer(request: pb.ModelInferRequest, *, deadline_s: float | None, fal
         id=request.id or fallback_id,
         timeout_s=min(timeouts) if timeouts else None,
     )
+
+
+def _bytes_elements(tensor: Any, raw: bytes | None, what: str, count: int) -> list[bytes]:
+    if raw is not None:
+        return unpack_bytes(raw, what, count=count)
+    if len(tensor.contents.bytes_contents) != count:  # counted before a list of them is built
+        raise InvalidInput(
+            f"{what}: {len(tensor.contents.bytes_contents)} bytes_contents for shape {list(tensor.shape)}"
+        )
+    return list(tensor.contents.bytes_contents)
 
 
 def _int_param(parameters: Any, key: str) -> int | None:
@@ -174,30 +187,9 @@ def encode_infer(response: InferResponse) -> pb.ModelInferResponse:
     return message
 
 
-def _mapped(method: str, handler: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
-    """``handler`` with the service's errors turned into gRPC statuses (and anything else into INTERNAL)."""
-
-    async def call(request: Any, context: Any) -> Any:
-        try:
-            return await handler(request, context)
-        except Exception as err:
-            try:
-                _, status, message = describe(err)
-            except LookupError:
-                incident = uuid.uuid4().hex[:12]
-                log.exception("unhandled error %s in gRPC %s", incident, method)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); see the log")
-                raise
-            if isinstance(err, ServiceError) and err.headers().get("Retry-After"):
-                context.set_trailing_metadata((("retry-after", err.headers()["Retry-After"]),))
-            await context.abort(_CODES.get(status, grpc.StatusCode.INVALID_ARGUMENT), message)
-            raise
-
-    return call
-
-
-def service_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
+def service_handler(state: Any) -> grpc.GenericRpcHandler:
     """The servicer's calls under the protocol's service name (no generated service stubs needed)."""
+    servicer = InferenceServicer(state)
     calls: dict[str, tuple[Any, Any]] = {
         "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
         "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse),
@@ -207,14 +199,29 @@ def service_handler(servicer: InferenceServicer) -> grpc.GenericRpcHandler:
         "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
     }
     handlers = {
-        name: grpc.unary_unary_rpc_method_handler(
-            _mapped(name, getattr(servicer, name)),
-            request_deserializer=request.FromString,
-            response_serializer=response.SerializeToString,
-        )
+        name: frame(state, name, getattr(servicer, name), request, response)
         for name, (request, response) in calls.items()
     }
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+
+def server_options(settings: Any) -> list[tuple[str, int]]:
+    """The listener's bounds as gRPC core options (README "Limits and hardening")."""
+    longest_call_s = settings.body_timeout_s + settings.request_timeout_s
+    return [
+        ("grpc.max_receive_message_length", settings.max_body_bytes),  # REST's body cap, checked from the prefix
+        ("grpc.max_allowed_incoming_connections", settings.grpc_max_connections),
+        ("grpc.max_concurrent_streams", settings.grpc_max_streams_per_connection),
+        ("grpc.server_handshake_timeout_ms", _ms(settings.header_timeout_s)),  # HTTP's header deadline
+        ("grpc.max_connection_idle_ms", _ms(settings.grpc_idle_timeout_s)),
+        ("grpc.max_connection_age_ms", _ms(settings.grpc_max_connection_age_s)),
+        ("grpc.max_connection_age_grace_ms", _ms(longest_call_s)),
+        ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it
+    ]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1e3))
 
 
 async def start(state: Any) -> aio.Server | None:
@@ -224,13 +231,8 @@ async def start(state: Any) -> aio.Server | None:
     if settings.grpc_port is None:
         return None
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    server = aio.server(
-        options=[
-            ("grpc.max_receive_message_length", settings.max_body_bytes),  # REST's body cap
-            ("grpc.so_reuseport", 0),  # a second server on a busy port must fail, not share it
-        ]
-    )
-    server.add_generic_rpc_handlers((service_handler(InferenceServicer(state)),))
+    server = aio.server(options=server_options(settings), maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs)
+    server.add_generic_rpc_handlers((service_handler(state),))
     try:
         port = server.add_insecure_port(f"{host}:{settings.grpc_port}")
     except RuntimeError as err:

@@ -8,7 +8,6 @@ Inference runs through ``Classifier.run``: the same admission, decode pool, batc
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vitserve.model_store import Card, ModelStore
+from vitserve.model_store.reference import VERSION_PATTERN
 from vitserve.service.classify import Classifier
 from vitserve.service.lifecycle.versions import VersionRegistry
 from vitserve.service.settings import Settings
@@ -73,10 +73,11 @@ class InferResponse:
 
 
 def reference(name: str, version: str | None) -> str:
-    """The store reference for a protocol (name, version) pair."""
+    """The store reference for a protocol (name, version) pair: ASCII digits are a version number, anything else
+    an alias (which the store validates)."""
     if not version:
         return name
-    return f"{name}:{version}" if version.isdigit() else f"{name}@{version}"
+    return f"{name}:{version}" if VERSION_PATTERN.fullmatch(version) else f"{name}@{version}"
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class InferenceProtocol:
     async def model_ready(self, name: str, version: str | None) -> bool:
         """Whether requests for (name, version) would run now; ``ModelNotFound`` when the store has no such
         version, ``InvalidName`` for a malformed one."""
-        card = await asyncio.to_thread(self.store.resolve, reference(name, version))
+        card = await self.registry.store_calls.run(self.store.resolve, reference(name, version))
         if not version:
             return self.ready() and self.registry.serving.get(name) == card.ref
         return not self.lifecycle.draining and card.ref in self.registry.loaded
@@ -123,7 +124,7 @@ class InferenceProtocol:
         serving = self.registry.serving.get(name) if not version else None
         if serving is not None and serving in self.registry.loaded:
             return self.registry.loaded[serving].card
-        return await asyncio.to_thread(self.store.resolve, reference(name, version))
+        return await self.registry.store_calls.run(self.store.resolve, reference(name, version))
 
     async def infer(self, request: InferRequest, *, arrived: float, client: str = "") -> InferResponse:
         """Route, check the tensors against the version's card, run every image through the classifier's

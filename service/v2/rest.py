@@ -8,8 +8,11 @@ when the store has no such model or version.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -18,10 +21,10 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vitserve.service.core.errors import ServiceError, UnsupportedMediaType, describe
-from vitserve.service.inputs.body import request_client
+from vitserve.service.core.errors import ServiceError, UnsupportedMediaType, describe, without_paths
+from vitserve.service.inputs.body import read_body, request_client
 from vitserve.service.v2.protocol import EXTENSIONS, SERVER_NAME, SERVER_VERSION, InferenceProtocol, ModelMetadata
-from vitserve.service.v2.rest_codec import HEADER_LENGTH, decode_request, encode_response, split_body
+from vitserve.service.v2.rest_codec import HEADER_LENGTH, decode_body, encode_response
 from vitserve.service.v2.schemas import (
     PROTOCOL_ERRORS,
     InferRequestBody,
@@ -34,9 +37,12 @@ from vitserve.service.v2.schemas import (
     inline_schema,
 )
 
+log = logging.getLogger(__name__)
+
 
 def protocol_error(err: Exception) -> JSONResponse | None:
-    """The protocol's error response for a known error; ``None`` for anything else (a bug)."""
+    """The protocol's error response for a known error; ``None`` for anything else (a bug). The message carries
+    no server path (cut by ``without_paths``; the full one goes to the server log)."""
     headers: dict[str, str] | None = None
     if isinstance(err, StarletteHTTPException):
         status, message, headers = err.status_code, str(err.detail), dict(err.headers or {})
@@ -48,7 +54,10 @@ def protocol_error(err: Exception) -> JSONResponse | None:
         except LookupError:
             return None
         headers = err.headers() if isinstance(err, ServiceError) else None
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    public = without_paths(message)
+    if public != message:
+        log.warning("/v2 error %d: %s", status, message)
+    return JSONResponse({"error": public}, status_code=status, headers=headers)
 
 
 class ProtocolRoute(APIRoute):
@@ -148,10 +157,16 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
     encoding = request.headers.get("content-encoding", "identity").lower()
     if encoding != "identity":
         raise UnsupportedMediaType(f"Content-Encoding {encoding} is not accepted; send the body uncompressed")
-    header, binary = split_body(await request.body(), request.headers.get(HEADER_LENGTH))
-    infer_request, binary_default = decode_request(
-        header, binary, model=name, version=version, fallback_id=request.headers.get("x-request-id")
+    decode = partial(
+        decode_body,
+        await read_body(request),
+        request.headers.get(HEADER_LENGTH),
+        model=name,
+        version=version,
+        fallback_id=request.headers.get("x-request-id"),
+        max_images=request.app.state.settings.max_images,
     )
+    infer_request, binary_default = await asyncio.to_thread(decode)  # bounded steps: the loop keeps running
     client = request_client(request)
     response = await InferenceProtocol.from_state(request.app.state).infer(
         infer_request, arrived=arrived, client=client

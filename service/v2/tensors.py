@@ -18,6 +18,7 @@ and either one with the classification extension (``classification: k``, as Trit
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ PROBABILITIES = "probabilities"
 LOGITS = "logits"
 BYTES = "BYTES"
 FP32 = "FP32"
+MAX_DIMS = 8  # dimensions of an input's shape: an image input needs 1, pixels 4
 
 
 @dataclass(frozen=True)
@@ -86,48 +88,60 @@ class OutputTensor:
     binary: bool | None = None  # carried from the request
 
 
+def expect_one_input(names: Sequence[str]) -> None:
+    """Raises ``InvalidInput`` unless the request has exactly one input (the names shown: at most four)."""
+    if len(names) != 1:
+        shown = ", ".join(repr(n) for n in names[:4]) + (", ..." if len(names) > 4 else "")
+        raise InvalidInput(
+            f"expected exactly one input ({IMAGE!r} BYTES or {PIXELS!r} FP32), got {len(names)}: [{shown}]"
+        )
+
+
+def check_declared(name: str, datatype: str, shape: Sequence[int], *, max_images: int) -> int:
+    """The number of elements an input's declared ``shape`` holds, once its name, datatype and shape are checked
+    (before any element is read or built). Python ints: no overflow whatever the dimensions. Raises
+    ``InvalidInput`` (400), or ``PayloadTooLarge`` (413) for more than ``max_images`` images."""
+    expected = {IMAGE: BYTES, PIXELS: FP32}.get(name)
+    if expected is None:
+        raise InvalidInput(f"unknown input {name!r}; expected {IMAGE!r} (BYTES) or {PIXELS!r} (FP32)")
+    if datatype != expected:
+        raise InvalidInput(f"input {name!r} must be {expected}, got {datatype}")
+    if len(shape) > MAX_DIMS or (name == PIXELS and len(shape) != 4):
+        wanted = "[N, C, H, W]" if name == PIXELS else f"at most {MAX_DIMS} dimensions"
+        raise InvalidInput(f"input {name!r} must have shape {wanted}, got {len(shape)} dimensions")
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"input {name!r}: negative dimension in shape {list(shape)}")
+    count = math.prod(shape)
+    if count == 0:
+        raise InvalidInput(f"no image in the request: input {name!r} has shape {list(shape)}, which holds nothing")
+    images = count if name == IMAGE else shape[0]
+    if images > max_images:
+        raise PayloadTooLarge(f"{images} images in one request (shape {list(shape)}); the limit is {max_images}")
+    return count
+
+
 def images_from(inputs: Sequence[InputTensor], card: Card, *, max_images: int) -> list[ImageInput]:
     """The request's images, checked against the card. Raises ``InvalidInput`` (400), ``PayloadTooLarge`` (413)."""
-    if len(inputs) != 1:
-        names = [t.name for t in inputs]
-        raise InvalidInput(f"expected exactly one input ({IMAGE!r} BYTES or {PIXELS!r} FP32), got {names}")
+    expect_one_input([t.name for t in inputs])
     tensor = inputs[0]
-    if any(d < 0 for d in tensor.shape):
-        raise InvalidInput(f"input {tensor.name!r}: negative dimension in shape {list(tensor.shape)}")
-    count = int(np.prod(tensor.shape)) if tensor.shape else 1
-    if tensor.name == IMAGE:
-        _expect_datatype(tensor, BYTES)
-        if len(tensor.elements) != count:
-            raise InvalidInput(
-                f"input {IMAGE!r}: shape {list(tensor.shape)} holds {count} elements, got {len(tensor.elements)}"
-            )
-        images = [ImageInput(data=bytes(e)) for e in tensor.elements]
-    elif tensor.name == PIXELS:
-        _expect_datatype(tensor, FP32)
-        images = [ImageInput(pixels=x) for x in _pixels(tensor, card)]
-    else:
-        raise InvalidInput(f"unknown input {tensor.name!r}; expected {IMAGE!r} (BYTES) or {PIXELS!r} (FP32)")
-    if not images:
-        raise InvalidInput("no image in the request: the input tensor is empty")
-    if len(images) > max_images:
-        raise PayloadTooLarge(f"{len(images)} images in one request; the limit is {max_images}")
-    return images
+    count = check_declared(tensor.name, tensor.datatype, tensor.shape, max_images=max_images)
+    if tensor.name == PIXELS:
+        return [ImageInput(pixels=x) for x in _pixels(tensor, card, count)]
+    if len(tensor.elements) != count:
+        raise InvalidInput(
+            f"input {IMAGE!r}: shape {list(tensor.shape)} holds {count} elements, got {len(tensor.elements)}"
+        )
+    return [ImageInput(data=bytes(e)) for e in tensor.elements]
 
 
-def _expect_datatype(tensor: InputTensor, datatype: str) -> None:
-    if tensor.datatype != datatype:
-        raise InvalidInput(f"input {tensor.name!r} must be {datatype}, got {tensor.datatype}")
-
-
-def _pixels(tensor: InputTensor, card: Card) -> np.ndarray:
+def _pixels(tensor: InputTensor, card: Card, count: int) -> np.ndarray:
     """``(N, C, H, W)`` float32 from the flat values; the shape must be the model's input."""
     size, chans = card.config.img_size, card.config.in_chans
-    if len(tensor.shape) != 4 or tuple(tensor.shape[1:]) != (chans, size, size):
+    if tuple(tensor.shape[1:]) != (chans, size, size):
         raise InvalidInput(f"input {PIXELS!r} must have shape [N, {chans}, {size}, {size}], got {list(tensor.shape)}")
     values = np.asarray(tensor.elements, dtype=np.float32)
-    expected = int(np.prod(tensor.shape))
-    if values.size != expected:
-        raise InvalidInput(f"input {PIXELS!r}: shape {list(tensor.shape)} holds {expected} values, got {values.size}")
+    if values.size != count:
+        raise InvalidInput(f"input {PIXELS!r}: shape {list(tensor.shape)} holds {count} values, got {values.size}")
     if not np.isfinite(values).all():
         raise InvalidInput(f"input {PIXELS!r} holds NaN or infinite values")
     return values.reshape(tensor.shape)
@@ -189,11 +203,15 @@ def pack_bytes(elements: Sequence[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(e)) + e for e in elements)
 
 
-def unpack_bytes(raw: bytes | memoryview, what: str) -> list[bytes]:
-    """The inverse of ``pack_bytes``; raises ``InvalidInput`` when a length runs past the end."""
+def unpack_bytes(raw: bytes | memoryview, what: str, *, count: int | None = None) -> list[bytes]:
+    """The inverse of ``pack_bytes``; raises ``InvalidInput`` when a length runs past the end, or, with ``count``
+    (the declared shape's element count), as soon as more than ``count`` elements are found."""
     view = memoryview(raw)
-    elements, at = [], 0
+    elements: list[bytes] = []
+    at = 0
     while at < len(view):
+        if count is not None and len(elements) == count:
+            raise InvalidInput(f"{what}: the BYTES data holds more than the {count} elements of its shape")
         if at + 4 > len(view):
             raise InvalidInput(f"{what}: truncated BYTES element length at byte {at}")
         (size,) = struct.unpack_from("<I", view, at)

@@ -190,7 +190,7 @@ async def test_errors_are_grpc_statuses(serve: Any, factory: Any) -> None:
 
 async def test_a_caller_over_its_request_rate_is_resource_exhausted(serve: Any) -> None:
     # The rate is per address, not per connection: a new channel is the same caller.
-    async with grpc_app(serve, client_rate=0.2, client_burst=2) as (stub, _, app):
+    async with grpc_app(serve, client_rate=0.2, client_burst=2, client_rates_fixed=True) as (stub, _, app):
         for i in range(2):
             await stub("ModelInfer", image_request(png(i)))
         with pytest.raises(grpc.aio.AioRpcError) as limited:
