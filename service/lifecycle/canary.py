@@ -4,6 +4,12 @@ statistics, and the guard that decides when a canary does worse than its stable 
 The statistics are kept here, per version and since the split began, rather than read back from the
 Prometheus metrics: the guard compares the two sides over the same window, and a counter that other code
 may relabel or reset is not a measurement it can rely on.
+
+They judge the version, not its callers, so they hold only what the split chose: a request counts when the
+split routed it (``CanarySplit.pick`` marks it, ``split_routed`` reads the mark), never when a client pinned
+the version (``name:V``, or an alias other than the split's), and only with an outcome the version caused (the
+classifier decides which: ``service.classify.version_fault``). Otherwise any client could abort a healthy canary
+fleet-wide by pinning a few hundred requests to it with a deadline nothing can meet.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import hashlib
 import random
 import time
 from collections import deque
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +29,11 @@ _MAX_SAMPLES = 10_000
 # next to it, so one stall (a noisy neighbour, a new version's first batches) would abort a healthy canary; of
 # 200 it lies among the three slowest.
 P99_MIN_SAMPLES = 200
+
+# The version the split routed the current request to: set by ``CanarySplit.pick``, read once by ``split_routed``.
+# Routing and the classify stages run in the request's own task, so they share this context and no other request
+# sees the mark.
+_routed_to: ContextVar[str | None] = ContextVar("vitserve_split_routed", default=None)
 
 
 @dataclass(frozen=True)
@@ -40,8 +52,19 @@ class CanarySplit:
         if key is not None:
             # 10,000 buckets: weights to 0.01 %; sha256 so that keys spread evenly whatever they look like.
             bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % 10_000
-            return self.canary if bucket < self.weight * 100 else self.stable
-        return self.canary if rng.random() * 100 < self.weight else self.stable
+            ref = self.canary if bucket < self.weight * 100 else self.stable
+        else:
+            ref = self.canary if rng.random() * 100 < self.weight else self.stable
+        _routed_to.set(ref)  # this request counts in the guard's statistics (``split_routed``)
+        return ref
+
+
+def split_routed(ref: str) -> bool:
+    """Whether the current request was routed to ``ref`` by a canary split (not pinned to it). Reads the mark
+    ``CanarySplit.pick`` left and clears it: call once per request, before anything else can fail."""
+    routed = _routed_to.get() == ref
+    _routed_to.set(None)
+    return routed
 
 
 @dataclass
@@ -71,7 +94,8 @@ class Side:
 
 
 class VersionStats:
-    """Per-version (``name:V``) request outcomes, recorded by the classifier, read by the guard and /models."""
+    """Per-version (``name:V``) request outcomes, recorded by the classifier, read by the guard and /models: only
+    requests the split routed, and only outcomes the version caused (see the module docstring)."""
 
     def __init__(self) -> None:
         self.sides: dict[str, Side] = {}
