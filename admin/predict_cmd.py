@@ -11,6 +11,7 @@ from typing import Any
 from vitserve.admin.errors import EXIT_USAGE, CommandError
 from vitserve.admin.remote_predict import predict_remote
 from vitserve.admin.store_args import open_store, user_errors
+from vitserve.runtime.engine import ENGINE_CHOICES
 
 EPILOG = """examples:
   vitserve predict photo.jpg --model digits-vit
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], parent: a
     folder = p.add_argument_group("folder prediction (IMAGE is a directory)")
     folder.add_argument("--batch-size", type=int, default=32, help="images per engine call (default 32)")
     folder.add_argument("--out", type=Path, help="write predictions to FILE.jsonl or FILE.csv (default: stdout)")
-    folder.add_argument("--engine", default="auto", choices=["auto", "mindspore", "onnxruntime", "openvino"])
+    folder.add_argument("--engine", default="auto", choices=ENGINE_CHOICES)
     folder.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
     p.set_defaults(func=cmd_predict)
 

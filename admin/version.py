@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from importlib import metadata
 
+from vitserve.runtime.engine import ENGINE_KINDS
+
 
 def version_string() -> str:
     """``vitserve 0.1.0 (python 3.11.x, mindspore 2.10.0, onnxruntime ..., openvino ...)``; absent ones omitted."""
     import platform
 
     parts = [f"python {platform.python_version()}"]
-    for dist in ("mindspore", "onnxruntime", "openvino"):
+    for dist in ENGINE_KINDS:  # each engine kind is the distribution of the same name
         try:
             parts.append(f"{dist} {metadata.version(dist)}")
         except metadata.PackageNotFoundError:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from vitserve.model_store.card import Card
+from vitserve.model_store.serving import REDUCED_PRECISIONS
 from vitserve.model_store.store import ModelStore
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--model", required=True, help="store reference (name, name:V, name@alias)")
     parser.add_argument("--store", type=Path, default=None, help="store root (default VITSERVE_STORE_ROOT or ./store)")
-    parser.add_argument("--precision", default="int8", choices=["int8", "int8-static", "bf16"])
+    parser.add_argument("--precision", default="int8", choices=REDUCED_PRECISIONS)
     parser.add_argument("--calibration", type=Path, default=None, help="int8-static: a folder of calibration images")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-record", action="store_true", help="measure only; leave the card as it is")

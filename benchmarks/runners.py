@@ -76,8 +76,7 @@ def _mindspore(ctx: BenchContext) -> Built:
     state, card = ctx.store.load(ctx.card.ref)
     model = create_model(card.config)
     load_state_dict(model, state)
-    shape = (card.config.in_chans, card.config.img_size, card.config.img_size)
-    return Built(MindSporeEngine(model, ctx.batch_sizes, image_shape=shape).run, "fp32")
+    return Built(MindSporeEngine(model, ctx.batch_sizes, image_shape=card.input_shape).run, "fp32")
 
 
 def _ours_ort(precision: str) -> Callable[[BenchContext], Built]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,13 @@ class Timings:
     infer_ms: float
     batch_size: int  # images in the model call this image was part of
     fetch_ms: float | None = None
+    cache: str | None = None  # "hit" or "shared" when the duplicate-image cache answered (models that opt in)
+
+    @classmethod
+    def from_json(cls, timings: dict[str, Any]) -> Timings:
+        """The fields this client knows; a newer server's others are ignored, not an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in timings.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,7 @@ class Classification:
         results = [
             ImageResult(
                 predictions=[Prediction(p["label"], int(p["index"]), float(p["score"])) for p in r["predictions"]],
-                timings=Timings(**r["timings"]),
+                timings=Timings.from_json(r["timings"]),
             )
             for r in body["results"]
         ]

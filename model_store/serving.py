@@ -10,8 +10,14 @@ precision --precision P`` records ``"<dataset>@P"`` metrics. The CPU engines rea
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal, get_args
 
-SERVING_OPTIONS: dict[str, tuple[str, ...]] = {"precision": ("fp32", "int8", "int8-static", "bf16")}
+# The one list of precisions a version may be served in; settings, the CLI and the benchmarks take theirs from here.
+Precision = Literal["fp32", "int8", "int8-static", "bf16"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+REDUCED_PRECISIONS: tuple[Precision, ...] = tuple(p for p in PRECISIONS if p != "fp32")
+
+SERVING_OPTIONS: dict[str, tuple[str, ...]] = {"precision": PRECISIONS}
 
 
 def check_serving(ref: str, options: Mapping[str, object]) -> dict[str, str]:

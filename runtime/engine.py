@@ -14,7 +14,7 @@ import importlib.util
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 
@@ -107,12 +107,17 @@ def build_mindspore_engine(card: Card, store: ModelStore, options: EngineOptions
     state, card = store.load(card.ref)
     model = create_model(card.config)
     load_state_dict(model, state)
-    shape = (card.config.in_chans, card.config.img_size, card.config.img_size)
-    return MindSporeEngine(model, options.batch_sizes, image_shape=shape)
+    return MindSporeEngine(model, options.batch_sizes, image_shape=card.input_shape)
 
+
+# The one list of engine kinds; settings, the CLI and the benchmarks take theirs from here.
+EngineKind = Literal["mindspore", "onnxruntime", "openvino"]
+EngineChoice = Literal["auto", EngineKind]  # auto: the fastest measured on the device (``resolve_kind``)
+ENGINE_KINDS: tuple[EngineKind, ...] = get_args(EngineKind)
+ENGINE_CHOICES: tuple[str, ...] = ("auto", *ENGINE_KINDS)
 
 # Backends other than MindSpore live in their own modules (optional packages); imported only when chosen.
-_BACKENDS = {
+_BACKENDS: dict[str, tuple[str, str]] = {
     "mindspore": ("vitserve.runtime.engine", "build_mindspore_engine"),
     "onnxruntime": ("vitserve.runtime.onnx_engine", "build_onnxruntime_engine"),
     "openvino": ("vitserve.runtime.openvino_engine", "build_openvino_engine"),

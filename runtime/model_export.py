@@ -19,6 +19,7 @@ side to ``int(img_size / crop_pct)``, centre crop, scale to [0, 1], normalise by
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from vitserve.model_store.card import Card
+from vitserve.model_store.card import Card, check_labels
 from vitserve.model_store.store import ModelStore
 from vitserve.vit.files import write_text_atomic
 
@@ -78,11 +79,12 @@ def export_version(
     """Write ``card``'s version under ``out`` in the layout above; returns what was written.
 
     Raises ``ExportRefused`` for an unknown format or precision, int8 with OpenVINO (the int8 graph is ONNX
-    Runtime's dynamic quantisation, which OpenVINO does not run as int8), or an existing version directory
-    without ``overwrite``.
+    Runtime's dynamic quantisation, which OpenVINO does not run as int8), labels that cannot be one line each of
+    ``labels.txt``, or an existing version directory without ``overwrite``.
     """
-    from vitserve.runtime.export_cache import PRECISIONS, cached_onnx
+    from vitserve.runtime.export_cache import PRECISIONS, cached_graph
 
+    _check_labels(card)
     if fmt not in FORMATS:
         raise ExportRefused(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     if precision not in PRECISIONS:
@@ -97,13 +99,13 @@ def export_version(
             raise ExportRefused(f"{version_dir} exists; remove it or pass overwrite (--force)")
         shutil.rmtree(version_dir)
     version_dir.mkdir(parents=True)
-    source = cached_onnx(store, card, precision)
-    input_name, output_name = _io_names(source)
+    source = cached_graph(store, card, precision)  # the verified bytes: what is copied is what was checked
+    input_name, output_name = _io_names(source.model)
     if fmt == "onnx":
-        shutil.copyfile(source, version_dir / "model.onnx")
+        (version_dir / "model.onnx").write_bytes(source.model)
         write_text_atomic(model_dir / "config.pbtxt", triton_config(name, card, input_name, output_name))
     else:
-        _write_ir(source, version_dir / "model.xml")
+        _write_ir(source.model, version_dir / "model.xml")
         write_text_atomic(out / "config.json", json.dumps(ovms_config(out, name), indent=2) + "\n")
     write_text_atomic(model_dir / "labels.txt", "".join(f"{label}\n" for label in card.labels))
     _write_sidecars(version_dir, card, fmt, precision, input_name, output_name)
@@ -157,20 +159,29 @@ def _entry_name(entry: object) -> object:
     return entry.get("config", {}).get("name") if isinstance(entry, dict) else None
 
 
-def _io_names(path: Path) -> tuple[str, str]:
+def _check_labels(card: Card) -> None:
+    """Refuse labels that would not be exactly one line each of ``labels.txt`` (a card built in memory is not
+    checked by the store): a newline in one would shift the names of every class after it."""
+    try:
+        check_labels(card.labels)
+    except ValueError as err:
+        raise ExportRefused(f"{card.ref}: {err}; labels.txt holds one label per line") from err
+
+
+def _io_names(model: bytes) -> tuple[str, str]:
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
+    graph = onnx.load_model_from_string(model).graph
     initialisers = {init.name for init in graph.initializer}
     inputs = [i.name for i in graph.input if i.name not in initialisers]
     return inputs[0], graph.output[0].name
 
 
-def _write_ir(source: Path, xml: Path) -> None:
+def _write_ir(model: bytes, xml: Path) -> None:
     """The ONNX graph converted to OpenVINO IR, weights kept fp32 (the service runs fp32 unless told bf16)."""
     import openvino as ov
 
-    ov.save_model(ov.convert_model(str(source)), str(xml), compress_to_fp16=False)
+    ov.save_model(ov.convert_model(io.BytesIO(model)), str(xml), compress_to_fp16=False)
 
 
 def _write_sidecars(version_dir: Path, card: Card, fmt: str, precision: str, input_name: str, output_name: str) -> None:
@@ -180,7 +191,7 @@ def _write_sidecars(version_dir: Path, card: Card, fmt: str, precision: str, inp
             "name": input_name,
             "layout": "NCHW",
             "dtype": "float32",
-            "shape": [-1, card.config.in_chans, card.data.img_size, card.data.img_size],
+            "shape": [-1, *card.input_shape],
         },
         "output": {"name": output_name, "dtype": "float32", "shape": [-1, card.config.num_classes], "kind": "logits"},
         "steps": "RGB; resize shorter side to int(img_size / crop_pct) with interpolation; centre crop img_size; "

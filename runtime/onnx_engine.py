@@ -17,6 +17,7 @@ import numpy as np
 
 from vitserve.model_store.card import Card
 from vitserve.model_store.store import ModelStore
+from vitserve.runtime.export_cache import CachedGraph
 
 if TYPE_CHECKING:
     from vitserve.runtime.engine import EngineOptions
@@ -40,16 +41,19 @@ class OnnxRuntimeEngine:
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | CachedGraph,
         *,
         input_shape: tuple[int, int, int],
         batch_sizes: Sequence[int] = (1,),
         threads: int | None = None,
         allow_spinning: bool = False,
     ) -> None:
+        """``path``: an ONNX file, or a cached export's verified bytes (``export_cache.cached_graph``), which are
+        what the session is built from: the file may have changed since it was checked."""
         import onnxruntime as ort
 
-        self.path = Path(path)
+        source = path.model if isinstance(path, CachedGraph) else str(path)
+        self.path = path.path if isinstance(path, CachedGraph) else Path(path)
         self.batch_sizes = tuple(batch_sizes)
         self.input_shape = tuple(input_shape)
         self.threads = threads or default_threads()
@@ -60,7 +64,7 @@ class OnnxRuntimeEngine:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Spinning workers burn the cores between batches, which the image decoders need in a service.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.version = ort.__version__
 
@@ -107,10 +111,10 @@ def onnxruntime_engine_for(
     allow_spinning: bool = False,
 ) -> OnnxRuntimeEngine:
     """An engine for ``card``'s version from its cached export (exported on first use; see ``export_cache``)."""
-    from vitserve.runtime.export_cache import cached_onnx
+    from vitserve.runtime.export_cache import cached_graph
 
     engine = OnnxRuntimeEngine(
-        cached_onnx(store, card, precision),
+        cached_graph(store, card, precision),
         input_shape=input_shape(card),
         batch_sizes=batch_sizes,
         threads=threads,
@@ -122,8 +126,7 @@ def onnxruntime_engine_for(
 
 def input_shape(card: Card) -> tuple[int, int, int]:
     """``(C, H, W)`` of one image for ``card``'s model: a CPU engine's ``input_shape``."""
-    cfg = card.config
-    return (cfg.in_chans, cfg.img_size, cfg.img_size)
+    return card.input_shape
 
 
 def logged(engine: E, card: Card) -> E:

@@ -72,8 +72,7 @@ def pipeline(
     if not config.num_classes:
         raise ValueError(f"{pretrained.card.ref}: the model has no classifier head (num_classes 0)")
     if engine is None:
-        shape = (config.in_chans, config.img_size, config.img_size)
-        engine = MindSporeEngine(pretrained.model, BATCH_SIZES, image_shape=shape)
+        engine = MindSporeEngine(pretrained.model, BATCH_SIZES, image_shape=pretrained.card.input_shape)
     return ImageClassificationPipeline(engine, pretrained.card)
 
 
