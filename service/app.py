@@ -23,14 +23,15 @@ from fastapi import FastAPI
 from vitserve.model_store import Card, ModelStore
 from vitserve.runtime.engine import build_engine, resolve_kind
 from vitserve.service.classify import Classifier
-from vitserve.service.core.admission import client_limit
-from vitserve.service.core.client_budgets import ClientBudgets
+from vitserve.service.core.admission import Admission, client_limit
+from vitserve.service.core.body_budget import BodyBudget
+from vitserve.service.core.client_budgets import ClientBudgets, always
 from vitserve.service.core.live_stats import LiveStats
 from vitserve.service.core.metrics import Metrics
 from vitserve.service.http import admin_api, api, fleet_api, stats_api
 from vitserve.service.http.errors import install_error_handlers
 from vitserve.service.http.hardening import install_hardening
-from vitserve.service.http.middleware import BodyBudget, BodyLimitMiddleware, ServingMiddleware
+from vitserve.service.http.middleware import BodyLimitMiddleware, ServingMiddleware
 from vitserve.service.http.request_middleware import RequestMiddleware
 from vitserve.service.inputs.decode_pool import DecodePool
 from vitserve.service.inputs.fetch import Resolver, UrlFetcher, UrlPolicy, system_resolver
@@ -105,10 +106,12 @@ def create_app(
     def body_limit(path: str) -> int:
         return settings.max_upload_bytes if path.startswith("/admin/") else settings.max_body_bytes
 
+    # One budget for the bodies of both doors: the gRPC server charges its messages to it too.
+    app.state.body_budget = body_budget = BodyBudget(settings.max_bodies_bytes)
     app.add_middleware(
         BodyLimitMiddleware,
         limit_for=body_limit,
-        budget=BodyBudget(settings.max_bodies_bytes),
+        budget=body_budget,
         budgeted=lambda path: not path.startswith("/admin/"),  # one token holder's upload: its own cap
     )
     # Admin gate, per-client request rate, body-read deadline: before any body byte is read.
@@ -129,18 +132,25 @@ def _resources(settings: Settings, engine_factory: EngineFactory | None, fetcher
     device = ThreadPoolExecutor(max_workers=1, thread_name_prefix="device")
     registry = VersionRegistry(store, settings, factory, metrics, device)
     pool = DecodePool(settings.decode_workers, DecodeLimits(settings.max_body_bytes, settings.max_image_pixels))
+    admission = Admission(
+        settings.max_in_flight,
+        client_limit(settings.max_in_flight, settings.client_share, settings.max_images),
+        settings.max_url_fetches,
+        metrics,
+    )
+    # The per-client rates bind only while the replica is contended for the client, unless they are fixed quotas.
+    binds = always if settings.client_rates_fixed else admission.contended
+    decode_binds = always if settings.client_rates_fixed else admission.others_active
     classifier = Classifier(
         registry,
         pool,
         fetcher,
         metrics,
+        admission,
         max_top_k=settings.max_top_k,
         request_timeout_s=settings.request_timeout_s,
-        max_in_flight=settings.max_in_flight,
-        client_limit=client_limit(settings.max_in_flight, settings.client_share, settings.max_images),
-        max_url_fetches=settings.max_url_fetches,
         decode_budgets=(
-            ClientBudgets(settings.client_decode_cpu, settings.client_decode_burst_s)
+            ClientBudgets(settings.client_decode_cpu, settings.client_decode_burst_s, binds=decode_binds)
             if settings.client_decode_cpu > 0
             else None
         ),
@@ -156,7 +166,11 @@ def _resources(settings: Settings, engine_factory: EngineFactory | None, fetcher
         classifier,
         real_engine=engine_factory is None,
         follower=StoreFollower(registry, settings),
-        client_rates=ClientBudgets(settings.client_rate, settings.client_burst) if settings.client_rate > 0 else None,
+        client_rates=(
+            ClientBudgets(settings.client_rate, settings.client_burst, binds=binds)
+            if settings.client_rate > 0
+            else None
+        ),
     )
 
 
@@ -199,9 +213,8 @@ def _lifespan(res: Resources) -> Callable[[FastAPI], AbstractAsyncContextManager
 
 async def _start(registry: VersionRegistry, settings: Settings, *, real_engine: bool) -> None:
     """Load, warm and serve the default model (with MindSpore's context and compile cache for a real engine)."""
-    import asyncio
 
-    card = await asyncio.to_thread(registry.store.resolve, settings.default_model)
+    card = await registry.store_calls.run(registry.store.resolve, settings.default_model)
     if real_engine:
         configure_mindspore(settings, card)
     try:

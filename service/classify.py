@@ -1,5 +1,8 @@
 """The stages of a classify request: fetch (URL inputs) → decode → queue + infer (batched) → encode (top-k).
 
+A model that opts in (``RESULT_CACHE_MODELS``) answers an image it has seen from its version's duplicate-image
+cache, and identical images in flight share one inference (``service.core.result_cache``).
+
 Every image runs its stages concurrently with the request's other images; the first failure (in input order
 among those that failed) answers the whole request and cancels the rest. The request's deadline covers every
 stage: passing it anywhere is ``DeadlineExceeded`` (504).
@@ -16,13 +19,15 @@ import numpy as np
 
 from vitserve.runtime.postprocess import top_k
 from vitserve.service.core.admission import Admission
-from vitserve.service.core.client_budgets import ClientBudgets
-from vitserve.service.core.errors import DeadlineExceeded, InvalidField, RateLimited, describe
+from vitserve.service.core.client_budgets import ClientBudgets, take_decoding
+from vitserve.service.core.errors import DeadlineExceeded, InvalidField, describe
 from vitserve.service.core.metrics import Metrics
+from vitserve.service.core.result_cache import content_key
 from vitserve.service.core.schemas import ClassifyResponse, ModelRef, Prediction, Result, Timings
 from vitserve.service.inputs.body import ClassifyInputs, ImageInput
 from vitserve.service.inputs.decode_pool import DecodePool
 from vitserve.service.inputs.fetch import UrlFetcher
+from vitserve.service.lifecycle.canary import split_routed
 from vitserve.service.lifecycle.versions import LoadedVersion, VersionRegistry
 from vitserve.service.observability import request_context
 from vitserve.service.observability.tracing import note_stage
@@ -34,32 +39,23 @@ DEFAULT_TOP_K = 5
 class Classifier:
     """Runs classify requests against the registry's loaded versions.
 
-    Admission control (``service.admission``): at most ``max_in_flight`` images are between arrival and
-    answer (fetching, decoding, queued or running), at most ``client_limit`` of them one client's and
-    ``max_url_fetches`` of them URL inputs; beyond that a request is ``Overloaded`` at once. Without it, a burst
-    would pile up unbounded in front of the decode pool (whose executor queue has no bound) before the
-    batcher's bounded queue could ever say no, holding every request body in memory.
+    Admission control (``service.core.admission``): at most ``max_in_flight`` images are between arrival and
+    answer (fetching, decoding, queued or running), each client's fair share of them while the replica is busy,
+    and a bounded number of URL inputs; beyond that a request is refused at once. Without it, a burst would pile
+    up unbounded in front of the decode pool (whose executor queue has no bound) before the batcher's bounded
+    queue could ever say no, holding every request body in memory.
     """
 
     registry: VersionRegistry
     pool: DecodePool
     fetcher: UrlFetcher
     metrics: Metrics
+    admission: Admission
     max_top_k: int
     request_timeout_s: float
-    max_in_flight: int
-    client_limit: int | None = None  # images one client may have in progress; None → max_in_flight
-    max_url_fetches: int | None = None  # URL inputs being fetched at once; None → max_in_flight
-    # Decoding CPU seconds per client (``service.client_budgets``): a client in debt is refused at arrival.
+    # Decoding CPU seconds per client (``service.core.client_budgets``): a client in debt is refused at arrival
+    # while the replica is contended.
     decode_budgets: ClientBudgets | None = None
-
-    def __post_init__(self) -> None:
-        self.admission = Admission(
-            self.max_in_flight,
-            self.client_limit or self.max_in_flight,
-            self.max_url_fetches or self.max_in_flight,
-            self.metrics,
-        )
 
     @property
     def in_flight(self) -> int:
@@ -81,7 +77,7 @@ class Classifier:
         if not 1 <= k <= self.max_top_k:
             raise InvalidField(f"top_k must be between 1 and {self.max_top_k}, got {k}")
         deadline = self.deadline(arrived, timeout_s)
-        version = await self.registry.route(inputs.model or model, key)
+        version = await self.registry.route(inputs.model or model, key, deadline=deadline)  # may wait for a load
         results = await self.run(version, inputs.images, deadline=deadline, arrived=arrived, client=inputs.client)
         card = version.card
         k = min(k, len(card.labels)) if card.labels else k
@@ -108,10 +104,15 @@ class Classifier:
     ) -> list[tuple[np.ndarray, Timings]]:
         """Admission (``client``'s share included), then every image's stages on ``version`` (held for the
         duration): ``(C,)`` logits and timings per image, in input order, or the first failure. Every protocol's
-        requests run through here, and each outcome is recorded against the version (canary statistics, the
-        request's log line and traces)."""
+        requests run through here; each is noted against the version (log line, traces), and its outcome counts in
+        the canary guard's statistics only when the version caused it: a request the canary split routed (not one
+        pinned to a version) that the version answered, or that failed by its fault (``version_fault``). Refusals
+        before the version ran, bad input and deadlines the client shortened judge the caller, not the version."""
         _note_request(version, len(images))
-        self._check_decode_budget(client)
+        routed = split_routed(version.ref)  # read (and cleared) first, whatever happens next
+        self.admission.arrive(client)
+        if self.decode_budgets is not None:
+            take_decoding(self.decode_budgets, client, self.metrics)
         urls = sum(image.url is not None for image in images)
         # A refusal at admission never reached the version: it does not count in the version's statistics.
         with self.admission.admit(client, len(images), urls):
@@ -120,25 +121,12 @@ class Classifier:
                     tasks = [asyncio.create_task(self._one(image, version, deadline, client)) for image in images]
                     results = await _all_or_first_error(tasks)
             except Exception as err:
-                # The version's fault (engine failure, deadline, a full queue) counts against it; the client's not.
-                if version_fault(err):
+                if routed and version_fault(err, client_deadline=deadline < arrived + self.request_timeout_s):
                     self.registry.stats.record(version.ref, ok=False, latency_s=time.monotonic() - arrived)
                 raise
-        self.registry.stats.record(version.ref, ok=True, latency_s=time.monotonic() - arrived)
+        if routed:
+            self.registry.stats.record(version.ref, ok=True, latency_s=time.monotonic() - arrived)
         return results
-
-    def _check_decode_budget(self, client: str) -> None:
-        budgets = self.decode_budgets
-        if budgets is None:
-            return
-        wait_s = budgets.wait_s(client)
-        if wait_s > 0:
-            self.metrics.rejections.labels("client_decode_cpu").inc()
-            raise RateLimited(
-                f"this client's images took more decoding time than its share ({budgets.rate:g} CPU seconds a "
-                "second); retry after the Retry-After seconds, or send smaller images",
-                retry_after_s=wait_s,
-            )
 
     def _charge_decode(self, client: str) -> Callable[[float], None] | None:
         budgets = self.decode_budgets
@@ -147,18 +135,56 @@ class Classifier:
     async def _one(
         self, image: ImageInput, version: LoadedVersion, deadline: float, client: str
     ) -> tuple[np.ndarray, Timings]:
-        fetch_ms = None
+        cache = version.results
+        if cache is None:
+            return await self._infer(image, version, deadline, client)
+        # The duplicate-image cache (service/core/result_cache.py): a URL input is fetched first, then keyed.
+        data, fetch_ms = await self._fetch(image, version, deadline)
+        key = await content_key(data, image.pixels)
+        fetched = ImageInput(data=data) if image.url is not None else image
+
+        async def infer() -> tuple[np.ndarray, Timings]:
+            row, timings = await self._infer(fetched, version, deadline, client)
+            return row.copy(), timings  # a row of its own: the cache keeps no batch's whole output alive
+
         try:
-            # announced to the batcher while fetched and decoded: a batch may wait for it (up to max_delay_ms)
+            (row, timings), outcome = await cache.once(key, infer, wait_s=deadline - time.monotonic())
+        except TimeoutError:
+            self.metrics.rejections.labels("deadline").inc()
+            raise DeadlineExceeded("the request's deadline passed while an identical image was inferred") from None
+        self.metrics.result_cache.labels(version.card.name, str(version.card.version), outcome).inc()
+        if outcome == "hit":  # no model call: nothing queued or inferred for this image
+            timings = Timings(decode_ms=0.0, queue_ms=0.0, infer_ms=0.0, batch_size=0)
+        return row, timings.model_copy(update={"fetch_ms": fetch_ms, "cache": None if outcome == "miss" else outcome})
+
+    async def _fetch(
+        self, image: ImageInput, version: LoadedVersion, deadline: float
+    ) -> tuple[bytes | None, float | None]:
+        """A URL input's bytes and the milliseconds its fetch took (announced to the batcher meanwhile); any other
+        input's bytes as they are, and ``None``."""
+        if image.url is None:
+            return image.data, None
+        try:
             with version.batcher.incoming():
                 async with asyncio.timeout(deadline - time.monotonic()):
-                    data = image.data
-                    if image.url is not None:
-                        started = time.monotonic()
-                        data = await self.fetcher.fetch(image.url)
-                        fetch_ms = (time.monotonic() - started) * 1e3
-                        self.metrics.stage_seconds.labels("fetch").observe(fetch_ms / 1e3)
-                        note_stage(request_context.current(), "fetch", fetch_ms)
+                    started = time.monotonic()
+                    data = await self.fetcher.fetch(image.url)
+        except TimeoutError:
+            self.metrics.rejections.labels("deadline").inc()
+            raise DeadlineExceeded("the request's deadline passed while fetching its images") from None
+        fetch_ms = (time.monotonic() - started) * 1e3
+        self.metrics.stage_seconds.labels("fetch").observe(fetch_ms / 1e3)
+        note_stage(request_context.current(), "fetch", fetch_ms)
+        return data, fetch_ms
+
+    async def _infer(
+        self, image: ImageInput, version: LoadedVersion, deadline: float, client: str
+    ) -> tuple[np.ndarray, Timings]:
+        data, fetch_ms = await self._fetch(image, version, deadline)
+        try:
+            # announced to the batcher while decoded: a batch may wait for it (up to max_delay_ms)
+            with version.batcher.incoming():
+                async with asyncio.timeout(deadline - time.monotonic()):
                     if image.pixels is not None:  # preprocessed by the client: nothing to decode
                         x, decode_ms = image.pixels, 0.0
                     else:
@@ -167,7 +193,7 @@ class Classifier:
                         )
         except TimeoutError:
             self.metrics.rejections.labels("deadline").inc()
-            raise DeadlineExceeded("the request's deadline passed while fetching or decoding its images") from None
+            raise DeadlineExceeded("the request's deadline passed while decoding its images") from None
         record = request_context.current()
         if image.pixels is None:
             self.metrics.stage_seconds.labels("decode").observe(decode_ms / 1e3)
@@ -207,12 +233,16 @@ async def _all_or_first_error(
             task.cancel()
 
 
-def version_fault(err: Exception) -> bool:
-    """Whether a failed request counts against the version that ran it: 5xx-class outcomes, not bad input."""
+def version_fault(err: Exception, *, client_deadline: bool = False) -> bool:
+    """Whether a failed request counts against the version that ran it: 5xx-class outcomes (an engine failure,
+    the server's own deadline passed, the version's queue full), not bad input, and not a deadline the client set
+    shorter than the server's (any version misses a deadline short enough: it measures the client)."""
     try:
         _, status, _ = describe(err)
     except LookupError:
         return True  # an unexpected error in the model's path
+    if client_deadline and isinstance(err, DeadlineExceeded):
+        return False
     return status >= 500
 
 

@@ -11,12 +11,12 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from vitserve.runtime.engine import EngineOptions
+from vitserve.model_store.serving import Precision
+from vitserve.runtime.engine import EngineChoice, EngineOptions
 from vitserve.service.observability.logs import LogFormat
 
 DeviceTarget = Literal["CPU", "GPU", "Ascend"]
-EngineKind = Literal["auto", "mindspore", "onnxruntime", "openvino"]
-EnginePrecision = Literal["auto", "fp32", "int8", "int8-static", "bf16"]
+EnginePrecision = Literal["auto", Precision]  # auto: each version's opt-in (its card), else fp32
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     device_target: DeviceTarget = "CPU"
     # auto (runtime/engine.py resolve_kind): on CPU OpenVINO, whose factory hands a version served at int8 to ONNX
     # Runtime; MindSpore when the openvino package is not installed. On GPU/Ascend: MindSpore.
-    engine: EngineKind = "auto"
+    engine: EngineChoice = "auto"
     engine_threads: int | None = Field(None, ge=1)  # intra-op threads of the CPU engines; unset → this process's CPUs
     # CPU engines' arithmetic (MindSpore ignores it): auto → the version's opt-in (its card's serving precision,
     # else fp32); int8 runs on ONNX Runtime under either CPU engine; bf16 is OpenVINO's only (fp32 on a CPU
@@ -77,8 +77,12 @@ class Settings(BaseSettings):
     # Fleet: every replica follows the store (service/lifecycle/follower.py) and leases what it holds.
     store_poll_interval_s: float = Field(2.0, ge=0)  # how often the store is checked for alias changes; 0 → never
     follow_retry_s: float = Field(10.0, gt=0)  # first wait before retrying a version that failed to load (doubles)
-    lease_ttl_s: float = Field(30.0, gt=0)  # a replica's lease counts this long after its last renewal
+    # a replica's lease counts this long after its last renewal; at most a week (model_store.leases refuses more)
+    lease_ttl_s: float = Field(30.0, gt=0, le=7 * 24 * 3600)
     replica_id: str | None = None  # this replica's name in the store's leases; unset → <hostname>-<pid>
+    # The longest a store call (a stat, a card read, a lease write) may take before the store counts as unreachable
+    # (service/lifecycle/store_calls.py): the replica then serves what it has loaded and says so in /models, /readyz.
+    store_timeout_s: float = Field(10.0, gt=0)
     canary_sticky_header: str | None = None  # a request header whose value keeps a client on one side of a canary
     canary_guard: bool = False  # abort a canary by itself when it does worse than the stable version (below)
     canary_min_requests: int = Field(100, ge=1)  # requests each side needs before the guard judges
@@ -92,24 +96,95 @@ class Settings(BaseSettings):
     # Hardening: what any one client, hostile or slow, may take of a replica (README "Limits and hardening").
     admin_port: int | None = Field(None, ge=0, le=65535)  # serve /admin only on this port (same host), not on port
     admin_socket: Path | None = None  # serve /admin only on this unix socket, not on port
-    client_share: float = Field(0.5, gt=0, le=1)  # fraction of the admission budget one client may hold at once
+    # Each client's share of the admission budget is the budget ÷ the active clients, and binds only while the
+    # replica is busy (service/core/admission.py): a client alone may hold all of it. client_share is a fixed cap
+    # on top: the fraction one client may hold at once even alone; 1 → no fixed cap.
+    client_share: float = Field(1.0, gt=0, le=1)
     # Header a trusted proxy sets to the client's address (e.g. x-forwarded-for: its first entry); unset → the
     # peer address. Never set it without such a proxy: clients could then pick their own identity.
     client_header: str | None = None
-    # Rates per client (service/client_budgets.py), token buckets refilled each second; 0 → no limit. Requests
-    # (all but probes and /admin) beyond client_rate a second, after a burst of client_burst → 429.
+    # Rates per client (service/core/client_budgets.py), token buckets refilled each second; 0 → no limit. They
+    # are each client's share under contention, not caps: the request rate binds only while another client is active
+    # and the replica is busy, decoding CPU while another client is active; a client alone is never held to them.
+    # Requests (all but probes and /admin) beyond client_rate a second, after a burst of client_burst → 429.
     client_rate: float = Field(50.0, ge=0)
     client_burst: int = Field(100, ge=1)
     # Decoding CPU one client may use: CPU-seconds a second on average (0.25 → a quarter of a core), after a burst
     # of client_decode_burst_s; a client in debt (one huge image costs ~1 s) gets 429 until it is repaid.
     client_decode_cpu: float = Field(0.25, ge=0)
     client_decode_burst_s: float = Field(2.0, gt=0)
+    # true → client_rate and client_decode_cpu are fixed per-client quotas, binding even a client alone on an idle
+    # replica (what one pays for, say); false → shares that bind only under contention (above).
+    client_rates_fixed: bool = False
     max_url_fetches: int = Field(16, ge=1)  # URL inputs being fetched at once (all clients); beyond → 503
     max_connections: int = Field(256, ge=1)  # open connections + tasks before uvicorn answers 503
     keep_alive_timeout_s: float = Field(5.0, gt=0)  # idle keep-alive connections are closed after this
     header_timeout_s: float = Field(10.0, gt=0)  # a connection whose request headers are not complete by then closes
     body_timeout_s: float = Field(30.0, gt=0)  # whole request body read; past it → 408
     batch_stall_s: float = Field(30.0, gt=0)  # a batch running longer turns /readyz false until it returns
+    # ----- The gRPC listener (grpc_port): what bounds it, as uvicorn's settings above bound the HTTP one -----
+    # Its messages also obey max_body_bytes (refused by gRPC itself) and share max_bodies_bytes with HTTP bodies;
+    # a message must arrive within body_timeout_s of the call's start, and a connection must finish its HTTP/2
+    # handshake within header_timeout_s. Every call but ServerLive/ServerReady counts against the client rates.
+    grpc_max_concurrent_rpcs: int = Field(64, ge=1)  # calls in progress, all connections; beyond → RESOURCE_EXHAUSTED
+    grpc_max_streams_per_connection: int = Field(100, ge=1)  # calls one connection may have open (HTTP/2 streams)
+    grpc_max_connections: int = Field(256, ge=1)  # open connections; a connection beyond is closed at once
+    grpc_idle_timeout_s: float = Field(60.0, gt=0)  # a connection without a call this long is closed (GOAWAY)
+    # Then a connection is told to go (GOAWAY) and its calls get the longest a call can take to finish: clients
+    # reconnect, so one connection cannot be held for ever, and load spreads again after a scale-up.
+    grpc_max_connection_age_s: float = Field(3600.0, gt=0)
+    # Metadata key a trusted proxy in front of the gRPC port sets to the client's address (its first entry, as
+    # client_header); unset → the peer's address without its port. client_header never applies to gRPC: the HTTP
+    # proxy does not guard this port, and a caller reaching it directly could name itself anew with each call.
+    grpc_client_header: str | None = None
+    # ----- Many models on one replica (README "Many models on one replica", service/lifecycle/residency.py) -----
+    # Models whose versions a request may load when they are in the store but not loaded here: names (comma-
+    # separated), or * for every model. Empty (the default): none; such a request is a 404 naming the admin route
+    # that loads the version, as before on-demand loading existed. Opt-in because the requesting client pays the
+    # version's cold start (seconds of compilation) and every replica it reaches loads the version.
+    on_demand_models: Annotated[tuple[str, ...], NoDecode] = ()
+    # Bytes the loaded versions may hold together, each measured as it loads (the process's resident memory across
+    # its build and warm-up). A version loaded on demand first evicts the least recently used versions that were
+    # loaded on demand; served, canary, held and pinned versions are never evicted. Unset → the memory limit (the
+    # container's cgroup, else the machine's memory) minus the process's size at start-up and the headroom below.
+    memory_budget: int | None = Field(None, ge=1)
+    memory_headroom_bytes: int = Field(512 * 1024**2, ge=0)  # left for request bodies, decoding and batches
+    # Each model's share of the device while several models have batches waiting, as name=weight pairs (comma-
+    # separated; a model not named has weight 1): weight 2 gets twice the device time of weight 1. One model alone
+    # takes the whole device whatever its weight. (service/batching/scheduler.py)
+    model_weights: Annotated[dict[str, float], NoDecode] = {}
+    # Models whose results are cached by image content (names or *): identical image bytes (or pixels) for the same
+    # version are answered from a bounded cache, and identical images in flight share one inference.
+    result_cache_models: Annotated[tuple[str, ...], NoDecode] = ()
+    result_cache_entries: int = Field(1024, ge=1)  # results kept per cached version (least recently used make way)
+
+    @field_validator("on_demand_models", "result_cache_models", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
+
+    @field_validator("model_weights", mode="before")
+    @classmethod
+    def _parse_weights(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        weights: dict[str, str] = {}
+        for pair in (p.strip() for p in value.split(",") if p.strip()):
+            name, sep, weight = pair.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"expected name=weight pairs separated by commas, got {pair!r}")
+            weights[name.strip()] = weight.strip()
+        return weights
+
+    @field_validator("model_weights")
+    @classmethod
+    def _positive_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {name: weight for name, weight in value.items() if not weight > 0}
+        if bad:
+            raise ValueError(f"weights must be positive, got {bad}")
+        return value
 
     @field_validator("url_allow_hosts", mode="before")
     @classmethod
@@ -172,6 +247,14 @@ class Settings(BaseSettings):
     def max_in_flight(self) -> int:
         """Images admitted at once (decoding, queued or running): the queue plus one running batch."""
         return self.queue_size + self.max_batch_size
+
+    def loads_on_demand(self, name: str) -> bool:
+        """Whether a request may load a version of model ``name`` on demand (``on_demand_models``)."""
+        return "*" in self.on_demand_models or name in self.on_demand_models
+
+    def caches_results(self, name: str) -> bool:
+        """Whether model ``name``'s results are cached by image content (``result_cache_models``)."""
+        return "*" in self.result_cache_models or name in self.result_cache_models
 
     @property
     def admin_separate(self) -> bool:

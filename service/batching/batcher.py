@@ -13,7 +13,10 @@ of ray serve's ``_BatchQueue``. Invariants, all on the monotonic clock:
 - an item whose deadline has passed (or whose caller went away) is dropped before it takes a batch slot, and
   its caller is told at once (``DeadlineExceeded``);
 - the function runs on one worker thread, off the event loop; every caller of a batch gets its own row of the
-  output, or the batch's exception; an output whose first dimension is not the batch size is an error.
+  output, or the batch's exception; an output whose first dimension is not the batch size is an error;
+- with a ``DeviceScheduler`` (``service.batching.scheduler``), several batchers share the worker thread fairly: a
+  batch is formed once its model has its turn on the device (so it takes what queued while it waited), and while
+  other models wait it takes at most its model's share of ``max_batch_size`` and does not wait for company.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Protocol
 
 import numpy as np
 
+from vitserve.service.batching.scheduler import DeviceScheduler
 from vitserve.service.core.errors import DeadlineExceeded, Overloaded, ShuttingDown
 
 log = logging.getLogger(__name__)
@@ -80,6 +84,8 @@ class Batcher:
         observer: BatchObserver | None = None,
         name: str = "batcher",
         clock: Callable[[], float] = time.monotonic,
+        scheduler: DeviceScheduler | None = None,
+        share: str = "",
     ) -> None:
         if max_batch_size < 1 or queue_size < 1 or max_delay_ms < 0:
             raise ValueError(f"invalid batcher: max_batch_size {max_batch_size}, queue_size {queue_size}")
@@ -90,11 +96,14 @@ class Batcher:
         self._own_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._observer = observer
+        self._scheduler, self._share = scheduler, share or name  # the device's turns, and whose share this is
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._running = False
         self._incoming = 0  # items being prepared for this batcher (see ``incoming``)
         self._batch_s = 0.0  # moving average of one model call, for Retry-After
+        self._row_s = 0.0  # moving average of a model call's seconds per row, for the scheduler's estimate
+        self._hand: list[_Item] = []  # taken from the queue and not yet answered (failed if the loop stops)
 
     @property
     def depth(self) -> int:
@@ -165,38 +174,53 @@ class Batcher:
     async def _loop(self) -> None:
         while True:
             try:
-                batch = await self._collect()
-                if batch:
-                    await self._run(batch)
+                first = await self._queue.get()
+                self._running = True  # from here until the batch is answered, stop(drain) waits for us
+                self._hand = [first]
+                async with self._turn():  # with a scheduler: this model's turn on the device
+                    batch = await self._collect(first)
+                    if batch:
+                        await self._run(batch)
             except asyncio.CancelledError:
+                self._fail(self._hand, ShuttingDown(f"{self.name} stopped before this item ran"))
                 raise
             except Exception:  # a bug here must not leave every later caller waiting for its deadline
                 log.exception("%s: batching loop error; continuing", self.name)
                 self._running = False
 
-    async def _collect(self) -> list[_Item]:
-        """Wait for a first live item, then take more until the batch is full or its delay is over."""
-        first = await self._queue.get()
-        self._running = True  # from here until the batch is answered, stop(drain) waits for us
+    async def _collect(self, first: _Item) -> list[_Item]:
+        """From a first item, take more until the batch is full (or, under a scheduler, holds this model's share
+        of ``max_batch_size`` while other models wait) or its delay is over; the delay is not waited while other
+        models wait for the device."""
+        limit, contended = self.max_batch_size, False
+        if self._scheduler is not None:
+            limit, contended = self._scheduler.cap(self._share, self.max_batch_size), self._scheduler.waiting > 0
         batch = self._keep_live([first])
         close_at = first.enqueued + self.max_delay_s
-        while len(batch) < self.max_batch_size:
+        while len(batch) < limit:
             try:
                 item = self._queue.get_nowait()  # what queued while the engine ran: no waiting for it
             except asyncio.QueueEmpty:
                 remaining = close_at - self._clock()
-                if remaining <= 0 or not self._incoming:  # nothing (more) worth waiting for: start at once
+                if remaining <= 0 or not self._incoming or contended:  # nothing (more) worth waiting for
                     break
                 try:
                     item = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
+            self._hand.append(item)
             batch += self._keep_live([item])
         self._depth_changed()
         live = self._keep_live(batch)  # re-checked: the wait may have outlived some
         if not live:
             self._running = False
         return live
+
+    def _turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        if self._scheduler is None:
+            return contextlib.nullcontext()
+        rows = min(self.max_batch_size, 1 + self._queue.qsize())
+        return self._scheduler.turn(self._share, cost_s=rows * self._row_s)
 
     def _keep_live(self, items: list[_Item]) -> list[_Item]:
         """The items still wanted; an expired one is failed now rather than left to its caller's timer."""
@@ -227,6 +251,8 @@ class Batcher:
             self._running = False
         run_s = self._clock() - started
         self._batch_s = run_s if not self._batch_s else 0.8 * self._batch_s + 0.2 * run_s
+        row_s = run_s / len(batch)
+        self._row_s = row_s if not self._row_s else 0.8 * self._row_s + 0.2 * row_s
         for i, item in enumerate(batch):
             if not item.future.done():
                 item.future.set_result(BatchResult(out[i], (started - item.enqueued) * 1e3, run_s * 1e3, len(batch)))

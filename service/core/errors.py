@@ -16,6 +16,7 @@ from typing import ClassVar
 from vitserve.model_store.errors import (
     AliasedVersion,
     IntegrityError,
+    InvalidCard,
     InvalidName,
     ModelNotFound,
     PromotionRefused,
@@ -171,6 +172,7 @@ DOMAIN_ERRORS: tuple[tuple[type[Exception], str, int], ...] = (
     (AliasedVersion, "aliased_version", 409),
     (VersionHeld, "version_held", 409),
     (IntegrityError, "integrity_error", 409),
+    (InvalidCard, "invalid_card", 422),
     (StoreError, "store_error", 409),
     (CheckpointMismatch, "checkpoint_mismatch", 422),
 )

@@ -11,6 +11,8 @@ from vitserve.service.observability.version_metrics import VersionSeries, regist
 # Latency buckets from 1 ms to 30 s: CPU ViT-B batches take seconds, the tiny model milliseconds.
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Cold starts from a tiny model's tenth of a second to ViT-B/16 exported and compiled on two cores.
+_COLD = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
 class Metrics:
@@ -51,6 +53,41 @@ class Metrics:
             "vitserve_ready", "1 when a model is loaded and warm and the server is not draining", registry=r
         )
         self.loaded = Gauge("vitserve_model_loaded", "Loaded versions (1 = serving)", ["model", "version"], registry=r)
+        # Many models on one replica (service/lifecycle/residency.py): loads, evictions, memory, hit rates.
+        version = ["model", "version"]
+        self.model_loads = Counter(
+            "vitserve_model_loads",
+            "Versions loaded; cause: demand (a request for a version not loaded) or intent (start-up, store, admin)",
+            [*version, "cause"],
+            registry=r,
+        )
+        self.model_evictions = Counter(
+            "vitserve_model_evictions", "Versions unloaded to make room in the memory budget", version, registry=r
+        )
+        self.cold_start_seconds = Histogram(
+            "vitserve_cold_start_seconds", "Build and warm-up of a version", ["model"], buckets=_COLD, registry=r
+        )
+        self.model_memory = Gauge(
+            "vitserve_model_memory_bytes",
+            "Resident memory of each loaded version, measured at its load",
+            version,
+            registry=r,
+        )
+        self.memory_budget = Gauge("vitserve_memory_budget_bytes", "Memory the loaded versions may take", registry=r)
+        self.memory_used = Gauge("vitserve_memory_used_bytes", "Memory the loaded versions take, measured", registry=r)
+        self.residency = Counter(
+            "vitserve_model_routed",
+            "Requests routed to a version; outcome: hit (it was resident) or miss (the request waited for its load)",
+            [*version, "outcome"],
+            registry=r,
+        )
+        self.result_cache = Counter(
+            "vitserve_result_cache",
+            "Images of cache-enabled models; outcome: hit (answered from the cache), shared (joined an identical "
+            "image in flight) or miss (inferred)",
+            [*version, "outcome"],
+            registry=r,
+        )
         self.per_version = VersionSeries(r)  # model and version as separate labels; process and Python collectors
         register_runtime_collectors(r)
 

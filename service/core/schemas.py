@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -59,7 +59,13 @@ class Timings(BaseModel):
     decode_ms: float
     queue_ms: float
     infer_ms: float
-    batch_size: int = Field(description="images in the model call this image was part of")
+    batch_size: int = Field(description="images in the model call this image was part of (0: from the cache)")
+    cache: Literal["hit", "shared"] | None = Field(
+        default=None,
+        description="only for models with the duplicate-image cache: hit (answered from the cache, no model call) "
+        "or shared (an identical image in flight was inferred once for both; its timings)",
+        exclude_if=lambda value: value is None,  # absent unless the cache answered: older clients never see it
+    )
 
 
 class Result(BaseModel):
@@ -93,7 +99,19 @@ class VersionInfo(BaseModel):
     loaded: bool
     serving: bool
     ready: bool
+    pinned: bool = False  # loaded explicitly (POST /admin/models/{ref}/load): stays until an explicit unload
     load_error: str | None = None
+    # Many models on one replica (README "Many models on one replica"): this replica's figures for the version.
+    residency: Literal["resident", "loading", "draining", "cold"] = Field(
+        "cold", description="resident (loaded), loading, draining (unloading) or cold (in the store only)"
+    )
+    on_demand: bool = Field(False, description="loaded by a request; evicted (least recently used first) for room")
+    memory_bytes: int | None = Field(None, description="resident memory measured at its last load here")
+    cold_start_s: float | None = Field(None, description="build and warm-up time of its last load here")
+    last_used: str | None = Field(None, description="when a request was last routed to it (UTC)")
+    hits: int = Field(0, description="requests routed to it while it was resident")
+    misses: int = Field(0, description="requests that waited for it to load")
+    hit_rate: float | None = Field(None, description="hits / (hits + misses); null before any request")
     metrics: dict[str, dict[str, float]]
     created_at: str
     description: str
@@ -139,8 +157,22 @@ class ModelInfo(BaseModel):
     error: str | None = None
 
 
+class MemoryInfo(BaseModel):
+    """This replica's memory budget for loaded versions (``MEMORY_BUDGET``) and what they take of it."""
+
+    budget_bytes: int
+    used_bytes: int = Field(description="the loaded versions' measured memory, together")
+    process_rss_bytes: int = Field(description="the whole process's resident memory now")
+    on_demand_models: list[str] = Field(description="models a request may load on demand ('*': every model)")
+    evictable: list[str] = Field(description="versions loaded on demand, least recently used first")
+
+
 class ModelList(BaseModel):
     models: list[ModelInfo]
+    memory: MemoryInfo | None = None
+    # {"reachable": true}, or while store calls time out {"reachable": false, "unreachable_since", "detail"}: the
+    # list then holds only what this replica has loaded.
+    store: dict[str, Any] | None = None
 
 
 class AliasRequest(BaseModel):
@@ -180,7 +212,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         415: "unsupported image or request type",
         422: "invalid fields",
         429: "this client is over its request rate or its decoding share (Retry-After)",
-        503: "queue full, not ready or shutting down (Retry-After)",
+        503: "queue full, not ready, shutting down, a version still loading on demand or one that does not fit "
+        "the memory budget (Retry-After)",
         504: "the request's deadline passed",
     }.items()
 }

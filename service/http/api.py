@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from functools import partial
 from typing import Annotated, Any
@@ -12,11 +11,20 @@ from fastapi.responses import JSONResponse, Response
 
 from vitserve.model_store import Card
 from vitserve.service.classify import Classifier
-from vitserve.service.core.schemas import ERROR_RESPONSES, ClassifyResponse, ModelInfo, ModelList, VersionInfo
+from vitserve.service.core.schemas import (
+    ERROR_RESPONSES,
+    ClassifyResponse,
+    MemoryInfo,
+    ModelInfo,
+    ModelList,
+    VersionInfo,
+)
 from vitserve.service.http.fleet_api import fleet_fields
-from vitserve.service.http.model_listing import listed_model
+from vitserve.service.http.model_listing import listed_model, public_fleet_fields, public_text
 from vitserve.service.inputs.body import read_inputs
 from vitserve.service.lifecycle.follower import StoreFollower
+from vitserve.service.lifecycle.residency import VersionUse, process_rss
+from vitserve.service.lifecycle.store_calls import StoreUnreachable
 from vitserve.service.lifecycle.versions import VersionRegistry
 
 router = APIRouter()
@@ -70,10 +78,36 @@ async def classify(
 @router.get("/models", response_model=ModelList, summary="Models in the store, their versions and what is loaded")
 async def list_models(request: Request) -> ModelList:
     registry: VersionRegistry = request.app.state.registry
-    names = await asyncio.to_thread(registry.store.list_models)
     follower = request.app.state.follower
-    entries = [await listed_model(registry, name, partial(_model_info, follower=follower)) for name in names]
-    return ModelList(models=entries)
+    try:
+        names = await registry.store_calls.run(registry.store.list_models)
+        entries = [await listed_model(registry, name, partial(_model_info, follower=follower)) for name in names]
+    except StoreUnreachable:  # what this replica holds is still worth knowing, and it still serves it
+        entries = [_loaded_info(registry, name) for name in sorted({v.card.name for v in registry.loaded.values()})]
+    return ModelList(models=entries, store=registry.store_calls.status(), memory=_memory_info(registry))
+
+
+def _memory_info(registry: VersionRegistry) -> MemoryInfo:
+    residency = registry.residency
+    return MemoryInfo(
+        budget_bytes=residency.budget,
+        used_bytes=residency.used,
+        process_rss_bytes=process_rss(),
+        on_demand_models=list(registry.settings.on_demand_models),
+        evictable=sorted(registry.evictable(), key=lambda ref: residency.use(ref).last_used_mono),
+    )
+
+
+def _loaded_info(registry: VersionRegistry, name: str) -> ModelInfo:
+    """``name``'s entry from the loaded versions alone (the store does not answer: aliases unknown)."""
+    serving = registry.serving.get(name)
+    cards = sorted((v.card for v in registry.loaded.values() if v.card.name == name), key=lambda c: c.version)
+    return ModelInfo(
+        name=name,
+        serving_version=int(serving.split(":")[1]) if serving else None,
+        aliases={},
+        versions=[_version_info(registry, card, {}, serving) for card in cards],
+    )
 
 
 @router.get("/models/{name}", response_model=ModelInfo, responses=ERROR_RESPONSES, summary="One model's versions")
@@ -82,32 +116,48 @@ async def get_model(request: Request, name: str) -> ModelInfo:
 
 
 async def _model_info(registry: VersionRegistry, name: str, follower: StoreFollower) -> ModelInfo:
-    cards, aliases = await asyncio.to_thread(lambda: (registry.store.versions(name), registry.store.aliases(name)))
+    cards, aliases = await registry.store_calls.run(
+        lambda: (registry.store.versions(name), registry.store.aliases(name))
+    )
     serving = registry.serving.get(name)
     return ModelInfo(
         name=name,
         serving_version=int(serving.split(":")[1]) if serving else None,
         aliases=aliases,
         versions=[_version_info(registry, card, aliases, serving) for card in cards],
-        **fleet_fields(follower, name),  # the canary split and how this replica follows the store
+        **public_fleet_fields(fleet_fields(follower, name)),  # the canary split and how this replica follows the store
     )
 
 
 def _version_info(registry: VersionRegistry, card: Card, aliases: dict[str, int], serving: str | None) -> VersionInfo:
     loaded = card.ref in registry.loaded
+    use = registry.residency.uses.get(card.ref) or VersionUse()
     return VersionInfo(
         version=card.version,
         aliases=sorted(a for a, v in aliases.items() if v == card.version),
         loaded=loaded,
         serving=serving == card.ref,
         ready=loaded,  # a version enters ``loaded`` only once warmed
-        load_error=registry.failures.get(card.ref),
+        pinned=card.ref in registry.pins,
+        load_error=public_text(registry.failures.get(card.ref)),
+        residency=registry.residence(card.ref),
+        on_demand=loaded and card.ref in registry.on_demand,
+        memory_bytes=use.cost_bytes,
+        cold_start_s=None if use.cold_start_s is None else round(use.cold_start_s, 3),
+        last_used=None if use.last_used is None else _utc(use.last_used),
+        hits=use.hits,
+        misses=use.misses,
+        hit_rate=None if use.hit_rate is None else round(use.hit_rate, 4),
         metrics=card.metrics,
         created_at=card.created_at,
         description=card.description,
         num_classes=card.config.num_classes,
         img_size=card.config.img_size,
     )
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 @router.get("/healthz", summary="The process is alive")
@@ -124,7 +174,10 @@ async def readyz(request: Request) -> JSONResponse:
         "ready": ready,
         "draining": state.lifecycle.draining,
         "serving": dict(registry.serving),
-        "error": state.lifecycle.startup_error,
+        "error": public_text(state.lifecycle.startup_error),
+        # Ready stays true while the store is unreachable: the loaded versions serve without it (a replica that
+        # went unready with its store would take a whole fleet out of service for a storage hiccup).
+        "store": registry.store_calls.status(),
     }
     return JSONResponse(body, status_code=200 if ready else 503)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import threading
 import time
+import weakref
+from collections.abc import MutableMapping
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +41,13 @@ def expected_class(data: bytes) -> int:
 
 
 class FakeEngine:
-    """Logits peak at ``fake_class(image)``; records every batch size; optional delay and failure."""
+    """Logits peak at ``fake_class(image)``; records every batch size; optional compute time and failure."""
 
     batch_sizes = (1, 2, 4, 8)
 
-    def __init__(self, card: Card, *, delay_s: float = 0.0, fail_warmup: bool = False) -> None:
+    def __init__(self, card: Card, *, delay_s: float = 0.0, row_s: float = 0.0, fail_warmup: bool = False) -> None:
         self.num_classes = card.config.num_classes
-        self.delay_s, self.fail_warmup = delay_s, fail_warmup
+        self.delay_s, self.row_s, self.fail_warmup = delay_s, row_s, fail_warmup
         self.batches: list[int] = []
         self.threads: set[str] = set()
         self.warmed = False
@@ -54,8 +56,8 @@ class FakeEngine:
     def run(self, batch: np.ndarray) -> np.ndarray:
         self.batches.append(len(batch))
         self.threads.add(threading.current_thread().name)
-        if self.delay_s:
-            time.sleep(self.delay_s)
+        if self.delay_s or self.row_s:  # a batch's compute time: fixed, plus per image
+            time.sleep(self.delay_s + self.row_s * len(batch))
         if self.fail_next is not None:
             err, self.fail_next = self.fail_next, None
             raise err
@@ -75,18 +77,40 @@ class FakeEngine:
 
 
 class FakeFactory:
-    """``engine_factory`` for ``create_app``: verifies the weights' sha256 like the real one, keeps the engines."""
+    """``engine_factory`` for ``create_app``: verifies the weights' sha256 like the real one, keeps the engines.
 
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.delay_s = delay_s
-        self.engines: dict[str, FakeEngine] = {}
+    Each batch takes ``delay_s`` + ``row_s`` per image, each build ``build_s``, and each engine holds ``cost_bytes``
+    of fake memory while it lives: ``resident`` is what a process holding the live engines would have grown by (a
+    registry reads it as its RSS in tests: ``registry.residency.read_rss = factory.rss``), ``peak`` its maximum."""
+
+    def __init__(self, delay_s: float = 0.0, *, row_s: float = 0.0, build_s: float = 0.0, cost_bytes: int = 0) -> None:
+        self.delay_s, self.row_s, self.build_s, self.cost_bytes = delay_s, row_s, build_s, cost_bytes
+        # With a memory cost, engines are kept weakly: the fake memory goes when the registry drops the engine.
+        self.engines: MutableMapping[str, FakeEngine] = weakref.WeakValueDictionary() if cost_bytes else {}
         self.fail_warmup: set[str] = set()
+        self.builds: list[str] = []
+        self.resident = self.peak = 0
+        self._lock = threading.Lock()  # engines are built on the builder thread and freed wherever they die
 
     def __call__(self, card: Card, store: ModelStore, options: object) -> FakeEngine:
         store.verify(card.ref)
-        engine = FakeEngine(card, delay_s=self.delay_s, fail_warmup=card.ref in self.fail_warmup)
+        if self.build_s:
+            time.sleep(self.build_s)
+        engine = FakeEngine(card, delay_s=self.delay_s, row_s=self.row_s, fail_warmup=card.ref in self.fail_warmup)
         self.engines[card.ref] = engine
+        self.builds.append(card.ref)
+        if self.cost_bytes:
+            self._hold(self.cost_bytes)
+            weakref.finalize(engine, self._hold, -self.cost_bytes)
         return engine
+
+    def rss(self) -> int:
+        return self.resident
+
+    def _hold(self, delta: int) -> None:
+        with self._lock:
+            self.resident += delta
+            self.peak = max(self.peak, self.resident)
 
 
 def corrupt(store: ModelStore, card: Card) -> Path:

@@ -1,5 +1,7 @@
 // The models page: every model, version, alias (and traffic split, when /models carries one), the cards' metrics
-// and figures, live charts from GET /stats, and admin actions once an admin token is given.
+// and figures, each version's residency on this replica (resident, loading, cold; its measured memory, cold start,
+// last use and hit rate) under the memory budget, live charts from GET /stats, and admin actions once an admin
+// token is given.
 
 import { admin, describeError, getJSON } from "./api.js";
 import { LineChart } from "./charts.js";
@@ -10,11 +12,17 @@ const MODELS_EVERY_MS = 5000;
 const KNOWN_MODEL_KEYS = new Set(["name", "serving_version", "aliases", "versions"]);
 const KNOWN_VERSION_KEYS = new Set([
   "version", "aliases", "loaded", "serving", "ready", "load_error", "metrics", "created_at", "description",
-  "num_classes", "img_size",
+  "num_classes", "img_size", "pinned", "residency", "on_demand", "memory_bytes", "cold_start_s", "last_used", "hits",
+  "misses", "hit_rate",
 ]);
+const RESIDENCY = { resident: "resident", loading: "loading…", draining: "unloading", cold: "cold" };
 
 const modelsBox = document.getElementById("models");
 const modelsStatus = document.getElementById("models-status");
+const memoryLine = document.createElement("p"); // the replica's memory budget, above the models
+memoryLine.id = "memory";
+memoryLine.className = "muted";
+modelsBox.before(memoryLine);
 const liveStatus = document.getElementById("live-status");
 const adminStatus = document.getElementById("admin-status");
 const figures = new Map(); // "name:version" -> {dataset: url}
@@ -108,12 +116,53 @@ function metricsCell(version, name) {
 function stateCell(version) {
   const badges = [];
   if (version.serving) badges.push(el("span", { class: "badge serving" }, "serving"));
-  if (version.loaded) badges.push(el("span", { class: "badge loaded" }, "loaded"));
-  else badges.push(el("span", { class: "badge idle" }, "not loaded"));
+  const residency = version.residency || (version.loaded ? "resident" : "cold");
+  badges.push(el("span", { class: `badge ${residency === "resident" ? "loaded" : residency === "cold" ? "idle" : "extra"}`,
+    dataset: { residency } }, RESIDENCY[residency] || residency));
+  if (version.pinned) badges.push(el("span", { class: "badge" }, "pinned"));
+  if (version.on_demand) badges.push(el("span", { class: "badge", title: "evicted first when memory is needed (least recently used)" }, "on demand"));
   const extra = Object.entries(version).filter(([k]) => !KNOWN_VERSION_KEYS.has(k))
     .map(([k, v]) => el("span", { class: "badge extra" }, `${k} ${describeTarget(v)}`));
   const error = version.load_error ? el("p", { class: "error-message" }, `load failed: ${version.load_error}`) : null;
-  return el("td", {}, badges, extra, error);
+  return el("td", {}, badges, extra, usage(version), error);
+}
+
+/** "112 MiB · cold start 1.20 s · used 3 s ago · hit rate 92 % (45 of 49)": what this replica measured. */
+function usage(version) {
+  const parts = [];
+  if (typeof version.memory_bytes === "number") parts.push(formatBytes(version.memory_bytes));
+  if (typeof version.cold_start_s === "number") parts.push(`cold start ${formatMs(version.cold_start_s * 1000)}`);
+  if (version.last_used) parts.push(`used ${formatAgo(version.last_used)}`);
+  const requests = (version.hits || 0) + (version.misses || 0);
+  if (typeof version.hit_rate === "number") {
+    parts.push(`hit rate ${(100 * version.hit_rate).toFixed(0)} % (${version.hits} of ${requests})`);
+  }
+  return parts.length ? el("p", { class: "muted small usage" }, parts.join(" · ")) : null;
+}
+
+function formatBytes(bytes) {
+  return bytes >= 1024 ** 3 ? `${formatNumber(bytes / 1024 ** 3, 2)} GiB` : `${formatNumber(bytes / 1024 ** 2, 0)} MiB`;
+}
+
+/** "3 s ago", "4 min ago", "2 h ago" from an ISO time (the server's clock; a skew shows as "just now"). */
+function formatAgo(iso) {
+  const seconds = (Date.now() - Date.parse(iso)) / 1000;
+  if (!Number.isFinite(seconds)) return iso;
+  if (seconds < 1) return "just now";
+  if (seconds < 120) return `${Math.round(seconds)} s ago`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)} min ago`;
+  return `${Math.round(seconds / 3600)} h ago`;
+}
+
+function renderMemory(memory) {
+  if (!memory || typeof memory.budget_bytes !== "number") {
+    memoryLine.textContent = "";
+    return;
+  }
+  const names = memory.on_demand_models || [];
+  const onDemand = names.includes("*") ? "every model" : names.join(", ") || "none (loading on demand is off)";
+  memoryLine.textContent = `Memory for loaded versions: ${formatBytes(memory.used_bytes)} of a ${formatBytes(memory.budget_bytes)} `
+    + `budget (process ${formatBytes(memory.process_rss_bytes)}). Loaded on demand: ${onDemand}.`;
 }
 
 function actionsCell(model, version) {
@@ -216,6 +265,7 @@ async function refreshModels() {
   try {
     const body = await getJSON("/models");
     const models = Array.isArray(body.models) ? body.models : [];
+    renderMemory(body.memory);
     const text = JSON.stringify(models) + String(Boolean(token));
     if (text !== lastModels) {
       await loadFigures(models);
