@@ -9,6 +9,8 @@ from typing import Any
 
 from vitserve.admin.errors import CommandError
 from vitserve.admin.progress import Steps
+from vitserve.model_store.serving import REDUCED_PRECISIONS
+from vitserve.runtime.engine import ENGINE_CHOICES
 
 EPILOG = """examples:
   vitserve bench --quick                      tiny model, engine + HTTP with the peer servers, a few minutes
@@ -53,7 +55,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--precision",
         default="int8",
-        choices=["int8", "int8-static", "bf16"],
+        choices=REDUCED_PRECISIONS,
         help="precision benchmark: int8 (ONNX Runtime dynamic), int8-static (OpenVINO, NNCF-calibrated: quantises "
         "the version first) or bf16 (OpenVINO; only where the CPU has native bf16)",
     )
@@ -104,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         from vitserve.benchmarks.http_bench import run_http_bench
     except ImportError as err:
         raise CommandError(f"the benchmarks need the optional engines and peers installed: {err}") from err
-    if args.engine not in ("auto", "mindspore", "onnxruntime", "openvino"):
+    if args.engine not in ENGINE_CHOICES:
         raise CommandError(f"unknown engine {args.engine!r}; known: auto, mindspore, onnxruntime, openvino")
     out: Path = args.out
     if args.soak is not None:

@@ -47,6 +47,7 @@ from vitserve.benchmarks.server_fleet import ServerProcess, ServerSpec, measurin
 from vitserve.benchmarks.timing import Budget, measure, percentile_ms
 from vitserve.model_store.card import Card
 from vitserve.model_store.store import ModelStore
+from vitserve.runtime.engine import ENGINE_CHOICES
 from vitserve.vit.config import DataConfig, get_variant
 
 logger = logging.getLogger(__name__)
@@ -557,7 +558,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("--quick", action="store_true", help="tiny model (the default)")
     size.add_argument("--full", action="store_true", help="ViT-B/16 at 224")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="directory for JSON/MD/PNG")
-    parser.add_argument("--engine", default="auto", choices=["auto", "mindspore", "onnxruntime", "openvino"])
+    parser.add_argument("--engine", default="auto", choices=ENGINE_CHOICES)
     parser.add_argument("--threads", type=int, default=None, help="engine threads (default: the CPUs available)")
     parser.add_argument(
         "--concurrency", type=int, nargs="+", default=None, help="default: 1 4 16 64 (with --peers triton: 1 16)"

@@ -20,12 +20,13 @@ import httpx
 
 from vitserve.benchmarks import report
 from vitserve.benchmarks.timing import percentile_ms
+from vitserve.model_store.serving import REDUCED_PRECISIONS
 
 HEALTHZ_INTERVAL_S = 0.05
 HEALTHZ_LEVELS = (16, 64)  # the concurrency levels at which /healthz is polled, on our server
 RATIO_CONCURRENCY = 16  # throughput ratios compare servers at this many clients
 LATENCY_CONCURRENCY = 1  # p50 ratios compare servers at this many clients
-REDUCED = ("int8", "int8-static", "bf16")
+REDUCED = REDUCED_PRECISIONS
 
 
 def predictions_of(body: dict[str, Any]) -> list[dict[str, Any]]:
