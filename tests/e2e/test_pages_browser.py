@@ -203,7 +203,7 @@ def test_models_page_lists_versions_and_live_charts_move(
     confusion = first.locator("img.confusion")
     confusion.wait_for()
     tab.wait_for_function("img => img.complete && img.naturalWidth > 100", arg=confusion.element_handle())
-    assert "not loaded" in model.locator("tr[data-version='2']").inner_text()
+    assert "cold" in model.locator("tr[data-version='2']").inner_text()  # in the store, not loaded here
     assert tab.locator("td.actions").count() == 0  # no admin action without the token
 
     image, stop = files["digit-0.png"].read_bytes(), threading.Event()
