@@ -172,7 +172,7 @@ async def receive_one(context: Any, record: RequestRecord, timeout_s: float) -> 
         record.error_code = None
         raise InvalidInput("the call carried no request message")
     record.bytes_in = len(message)
-    return bytes(message)
+    return message if isinstance(message, bytes) else bytes(message)  # no second copy of 20 MiB on the loop
 
 
 async def parse(request_type: Any, raw: bytes, *, max_images: int) -> Any:

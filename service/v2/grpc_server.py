@@ -12,7 +12,9 @@ The listener's own bounds (connections, streams per connection, calls at once, i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -89,11 +91,15 @@ class InferenceServicer:
 
     async def ModelInfer(self, request: pb.ModelInferRequest, call: Call) -> pb.ModelInferResponse:
         arrived = call.arrived
-        decoded = decode_infer(
+        # Off the loop: the raw contents (up to MAX_BODY_BYTES) are copied out of the message here.
+        decoded = await asyncio.to_thread(
+            functools.partial(
+                decode_infer,
+                deadline_s=call.context.time_remaining(),
+                fallback_id=call.given_id,
+                max_images=self.state.settings.max_images,
+            ),
             request,
-            deadline_s=call.context.time_remaining(),
-            fallback_id=call.given_id,
-            max_images=self.state.settings.max_images,
         )
         with only_the_name(request.model_name, request.model_version):
             response = await self._protocol().infer(decoded, arrived=arrived, client=call.client)
